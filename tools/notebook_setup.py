@@ -1,0 +1,153 @@
+"""Keep what is derived from `_config.yml` in step with it.
+
+The repository URL lives only in `_config.yml`. Two things are generated from it:
+the Colab install line of every notebook's setup cell (the code cell tagged `setup`),
+and the chapter/lab map with Colab links in README.md (between the `map:start` and
+`map:end` markers, built from `_toc.yml`). `python tools/notebook_setup.py sync`
+rewrites both; `python tools/notebook_setup.py check` (run by `make test`) reports
+anything that disagrees.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIRS = ("chapters", "solutions")
+
+TEMPLATE = """\
+# Setup: on Colab install the course package; everywhere seed, pick a device, print
+# versions. (Generated from _config.yml by tools/notebook_setup.py; do not edit.)
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "{spec}"],
+        check=True,
+    )
+
+from llmbook.utils import setup
+
+device = setup(seed=0)"""
+
+
+MAP_START, MAP_END = "<!-- map:start -->", "<!-- map:end -->"
+
+
+def repository() -> tuple[str, str]:
+    """(url, branch) from `_config.yml`."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = config["repository"]
+    return repo["url"].rstrip("/"), repo.get("branch", "main")
+
+
+def setup_source(extra: str = "") -> str:
+    """The setup cell's source; `extra` is a pip extra such as "labs"."""
+    url, branch = repository()
+    name = f"llmbook[{extra}]" if extra else "llmbook"
+    return TEMPLATE.format(spec=f"{name} @ git+{url}@{branch}")
+
+
+def toc_notebooks() -> list[str]:
+    """Paths (no suffix) of the notebooks in `_toc.yml`, in book order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc.get("parts", []) for c in part["chapters"]]
+    return [f for f in files if (ROOT / f"{f}.ipynb").exists()]
+
+
+def notebook_title(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return path.stem
+
+
+def readme_map() -> str:
+    """The README's chapter/lab table with Colab links."""
+    url, branch = repository()
+    github = url.removeprefix("https://github.com/")
+    colab = f"https://colab.research.google.com/github/{github}/blob/{branch}"
+    rows = ["| Notebook | Open |", "|---|---|"]
+    for f in toc_notebooks():
+        title = notebook_title(ROOT / f"{f}.ipynb")
+        rows.append(f"| [{title}]({f}.ipynb) | [Colab]({colab}/{f}.ipynb) |")
+    return "\n".join([MAP_START, *rows, MAP_END])
+
+
+def readme_with_map(text: str) -> str:
+    head, _, rest = text.partition(MAP_START)
+    _, _, tail = rest.partition(MAP_END)
+    return head + readme_map() + tail
+
+
+def expected_source(path: Path) -> str:
+    return setup_source("labs" if path.parent.name == "solutions" else "")
+
+
+def setup_cells(nb) -> list:
+    return [c for c in nb.cells if "setup" in c.get("metadata", {}).get("tags", [])]
+
+
+def notebooks() -> list[Path]:
+    return sorted(p for d in NOTEBOOK_DIRS for p in (ROOT / d).glob("*.ipynb"))
+
+
+def problems(path: Path) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    cells = setup_cells(nb)
+    if len(cells) != 1:
+        return [
+            f"{path.name}: expected exactly one cell tagged 'setup', found {len(cells)}"
+        ]
+    if cells[0].source != expected_source(path):
+        return [f"{path.name}: setup cell differs from the template (run `make sync`)"]
+    return []
+
+
+def sync(path: Path) -> bool:
+    nb = nbformat.read(path, as_version=4)
+    cells = setup_cells(nb)
+    if len(cells) != 1 or cells[0].source == expected_source(path):
+        return False
+    cells[0].source = expected_source(path)
+    nbformat.write(nb, path)
+    return True
+
+
+def readme_problems() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    if MAP_START not in text or MAP_END not in text:
+        return [f"README.md: missing the {MAP_START} ... {MAP_END} markers"]
+    if readme_with_map(text) != text:
+        return ["README.md: chapter/lab map is out of date (run `make sync`)"]
+    return []
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else "check"
+    if command == "sync":
+        for path in notebooks():
+            if sync(path):
+                print(f"updated {path.relative_to(ROOT)}")
+        readme = ROOT / "README.md"
+        readme.write_text(readme_with_map(readme.read_text()))
+        return 0
+    if command == "check":
+        found = [msg for path in notebooks() for msg in problems(path)]
+        found += readme_problems()
+        print("\n".join(found) or "setup cells and README map are in sync")
+        return 1 if found else 0
+    print(f"unknown command {command!r}: use sync or check", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
