@@ -1,0 +1,424 @@
+"""Small, offline text corpora built from what Python itself ships.
+
+The course needs text to tokenize, count, embed and train on, and it must not depend on
+the network: every notebook has to run offline, on a laptop, and in CI. So the default
+corpora are assembled from the standard library of the Python interpreter that runs
+the notebook. Nothing is downloaded and nothing is bundled with ``llmbook``.
+
+Corpora (pass the name to :func:`load_corpus`):
+
+``"docstrings"``
+    English prose with a technical flavour: the docstrings of a fixed allow-list of
+    standard-library modules (:data:`STDLIB_MODULES`) and of their public classes,
+    functions and methods, cleaned with :func:`inspect.cleandoc`. They are read from
+    the modules' source files with :mod:`ast` (not by introspecting the imported
+    objects), so the corpus cannot change when another library monkeypatches the
+    standard library (``torch`` replaces ``inspect.getfile``, ``transformers`` adds
+    methods to ``logging.Logger``) and does not depend on the platform. Docstrings
+    that exist only in C accelerator modules are therefore not included.
+``"topics"``
+    The help-topic texts that ``help()`` shows for keywords and language topics (for
+    example ``help("with")``), taken from the dict ``pydoc_data.topics.topics``: one
+    document per topic, in key order. These are long, prose-heavy extracts of the
+    Python Language Reference.
+``"source"``
+    Python code: the source file of each module in :data:`STDLIB_MODULES` (a package's
+    ``__init__.py``), read from disk, in module-name order.
+
+Provenance and license: all of this text is part of CPython, copyright the Python
+Software Foundation, and is distributed under the PSF License Agreement (the
+"Python Software Foundation License", see ``license()`` in any interpreter or
+https://docs.python.org/3/license.html). We use it unchanged apart from whitespace
+cleaning; nothing is redistributed by this package, since the text is read at run time
+from the user's own Python installation.
+
+Determinism: a corpus is a pure function of the Python version. Modules are visited
+in sorted name order and definitions in source order, and exact duplicates keep their
+first occurrence, so the same Python version returns the same list in the same order,
+on every machine and in every process. Results are cached in-process.
+
+The opt-in :func:`load_hub_corpus` loads a dataset from the Hugging Face Hub instead;
+it needs the ``datasets`` package and internet access, and is never used by the
+course's tests or by any notebook by default.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import inspect
+import os
+import types
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+__all__ = [
+    "CORPORA",
+    "STDLIB_MODULES",
+    "load_corpus",
+    "corpus_stats",
+    "load_hub_corpus",
+]
+
+#: Names accepted by :func:`load_corpus`.
+CORPORA: tuple[str, ...] = ("docstrings", "topics", "source")
+
+#: Pure-Python standard-library modules that import quickly and without side effects
+#: (no output, no windows, no network, no optional C libraries such as ``_ssl``,
+#: ``_sqlite3``, ``_bz2`` or ``_lzma`` that some Python builds lack, and nothing that
+#: is deprecated and warns on import). Test packages, ``this``, ``antigravity``,
+#: ``tkinter``, ``turtle`` and ``idlelib`` are deliberately absent. A module missing
+#: from the running interpreter (``tomllib`` before 3.11) is skipped.
+STDLIB_MODULES: tuple[str, ...] = (
+    "abc",
+    "argparse",
+    "ast",
+    "base64",
+    "bisect",
+    "calendar",
+    "codecs",
+    "collections",
+    "concurrent.futures",
+    "configparser",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "dis",
+    "doctest",
+    "email",
+    "email.message",
+    "email.parser",
+    "email.utils",
+    "enum",
+    "fnmatch",
+    "fractions",
+    "ftplib",
+    "functools",
+    "gettext",
+    "glob",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "html.parser",
+    "http",
+    "http.client",
+    "http.cookies",
+    "http.server",
+    "imaplib",
+    "inspect",
+    "ipaddress",
+    "json",
+    "json.decoder",
+    "json.encoder",
+    "locale",
+    "logging",
+    "logging.handlers",
+    "mailbox",
+    "mimetypes",
+    "numbers",
+    "operator",
+    "optparse",
+    "os",
+    "pathlib",
+    "pdb",
+    "pickle",
+    "pickletools",
+    "pkgutil",
+    "platform",
+    "plistlib",
+    "pprint",
+    "profile",
+    "pstats",
+    "queue",
+    "random",
+    "re",
+    "reprlib",
+    "selectors",
+    "shlex",
+    "shutil",
+    "smtplib",
+    "socket",
+    "socketserver",
+    "statistics",
+    "string",
+    "struct",
+    "subprocess",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "tokenize",
+    "tomllib",
+    "trace",
+    "traceback",
+    "types",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "warnings",
+    "weakref",
+    "xml.dom.minidom",
+    "xml.etree.ElementTree",
+    "zipfile",
+    "zoneinfo",
+)
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _import_quietly(name: str) -> types.ModuleType | None:
+    """Import a stdlib module, or return None if this interpreter lacks it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return importlib.import_module(name)
+        except Exception:  # ImportError, or a broken optional dependency
+            return None
+
+
+def _allowed_modules() -> Iterator[tuple[str, types.ModuleType]]:
+    for name in sorted(STDLIB_MODULES):
+        module = _import_quietly(name)
+        if module is not None:
+            yield name, module
+
+
+def _source_file(module: types.ModuleType) -> Path | None:
+    # Frozen stdlib modules (os, codecs, ... on 3.11+) still set __file__.
+    filename = getattr(module, "__file__", None)
+    if not filename or not filename.endswith(".py"):
+        return None
+    path = Path(filename)
+    return path if path.is_file() else None
+
+
+def _read_source(module: types.ModuleType) -> str | None:
+    path = _source_file(module)
+    return None if path is None else path.read_text(encoding="utf-8")
+
+
+_Definition = ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _public_definitions(body: list[ast.stmt]) -> Iterator[_Definition]:
+    """Public classes and functions in a statement list, in source order.
+
+    Looks inside ``if``/``try``/``with`` blocks (modules often define a function
+    differently per platform) but not inside function bodies.
+    """
+    for node in body:
+        if isinstance(node, _Definition):
+            if not node.name.startswith("_"):
+                yield node
+        elif isinstance(node, (ast.If, ast.For, ast.While)):
+            yield from _public_definitions(node.body)
+            yield from _public_definitions(node.orelse)
+        elif isinstance(node, ast.With):
+            yield from _public_definitions(node.body)
+        elif isinstance(node, ast.Try):
+            yield from _public_definitions(node.body)
+            for handler in node.handlers:
+                yield from _public_definitions(handler.body)
+            yield from _public_definitions(node.orelse)
+            yield from _public_definitions(node.finalbody)
+
+
+def _docstrings_of(tree: ast.Module | _Definition) -> Iterator[str | None]:
+    """The docstring of ``tree``, then (recursively) of its public classes/functions.
+
+    Function bodies are not searched: a nested helper is an implementation detail.
+    """
+    yield ast.get_docstring(tree, clean=False)
+    for node in _public_definitions(tree.body):
+        if isinstance(node, ast.ClassDef):
+            yield from _docstrings_of(node)
+        else:
+            yield ast.get_docstring(node, clean=False)
+
+
+def _clean(docs: Iterable[str | None]) -> tuple[str, ...]:
+    """Clean with ``inspect.cleandoc``, drop empty ones, and remove exact duplicates."""
+    cleaned = (inspect.cleandoc(doc).strip() for doc in docs if doc)
+    return tuple(dict.fromkeys(text for text in cleaned if text))
+
+
+def _docstrings() -> Iterator[str | None]:
+    for _, module in _allowed_modules():
+        source = _read_source(module)
+        if source is not None:
+            yield from _docstrings_of(ast.parse(source))
+
+
+def _topics() -> Iterator[str]:
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as err:  # some Linux distributions split pydoc_data out
+        raise RuntimeError(
+            "the 'topics' corpus needs the standard-library package pydoc_data, which "
+            "this Python installation lacks; use load_corpus('docstrings') instead"
+        ) from err
+    for key in sorted(topics):
+        yield topics[key]
+
+
+def _sources() -> Iterator[str]:
+    for _, module in _allowed_modules():
+        source = _read_source(module)
+        if source is not None:
+            yield source
+
+
+@functools.cache  # an unbounded functools.lru_cache
+def _documents(name: str) -> tuple[str, ...]:
+    """Every document of a corpus, cleaned and deduplicated, before length filtering."""
+    if name == "docstrings":
+        return _clean(_docstrings())
+    if name == "topics":
+        return _clean(_topics())
+    if name == "source":
+        # Source files are kept verbatim: cleandoc would re-indent code.
+        return tuple(dict.fromkeys(s for s in _sources() if s.strip()))
+    raise ValueError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)}")
+
+
+# --- public API -----------------------------------------------------------------------
+
+
+def load_corpus(
+    name: str = "docstrings",
+    *,
+    max_docs: int | None = None,
+    min_chars: int = 40,
+) -> list[str]:
+    """Load one of the built-in offline corpora as a list of documents.
+
+    Args:
+        name: ``"docstrings"``, ``"topics"`` or ``"source"`` (see the module docstring).
+        max_docs: keep only the first ``max_docs`` documents (None keeps all).
+        min_chars: drop documents shorter than this many characters (after cleaning).
+
+    Returns:
+        A new list of ``str`` documents, in the same order on every call and on every
+        machine with the same Python version. Exact duplicates are removed.
+
+    Raises:
+        ValueError: unknown ``name``, or a negative ``max_docs`` / ``min_chars``.
+    """
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)}")
+    if max_docs is not None and max_docs < 0:
+        raise ValueError(f"max_docs must be None or >= 0, got {max_docs}")
+    if min_chars < 0:
+        raise ValueError(f"min_chars must be >= 0, got {min_chars}")
+    docs = [doc for doc in _documents(name) if len(doc) >= min_chars]
+    return docs if max_docs is None else docs[:max_docs]
+
+
+def corpus_stats(docs: Iterable[str]) -> dict[str, float]:
+    """Summary sizes of a list of documents.
+
+    Returns:
+        ``{"n_docs": int, "n_chars": int, "mean_chars": float}``; sizes are in
+        characters (Unicode code points), and ``mean_chars`` is 0.0 for no documents.
+    """
+    lengths = [len(d) for d in docs]
+    n_docs = len(lengths)
+    n_chars = sum(lengths)
+    return {
+        "n_docs": n_docs,
+        "n_chars": n_chars,
+        "mean_chars": n_chars / n_docs if n_docs else 0.0,
+    }
+
+
+def _offline_env() -> str | None:
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+            return var
+    return None
+
+
+def load_hub_corpus(
+    dataset: str,
+    split: str = "train",
+    text_field: str = "text",
+    max_docs: int | None = None,
+) -> list[str]:
+    """Load a text dataset from the Hugging Face Hub (opt-in; needs internet).
+
+    This is the path for readers on Colab (or anywhere online) who want a bigger or
+    different corpus than :func:`load_corpus` provides. It needs the ``datasets``
+    package and network access, and refuses to run in offline mode. Note that
+    ``llmbook.utils.setup()`` turns offline mode on unless ``HF_HUB_OFFLINE`` was
+    already set, so set ``os.environ["HF_HUB_OFFLINE"] = "0"`` before calling that.
+
+    Args:
+        dataset: a Hub dataset id, e.g. ``"roneneldan/TinyStories"``.
+        split: which split to load.
+        text_field: the column that holds the text.
+        max_docs: stream rows until ``max_docs`` documents are collected (None
+            downloads and returns the whole split).
+
+    Returns:
+        A list of ``str`` documents, in dataset order; empty strings are dropped.
+
+    Raises:
+        RuntimeError: ``datasets`` is not installed, offline mode is on, or the Hub
+            cannot be reached or does not have the dataset.
+        ValueError: ``text_field`` is not a column of the dataset, or bad ``max_docs``.
+    """
+    if max_docs is not None and max_docs < 0:
+        raise ValueError(f"max_docs must be None or >= 0, got {max_docs}")
+    fallback = "use llmbook.corpus.load_corpus() for the built-in offline corpora"
+    try:
+        import datasets
+    except ImportError as err:
+        raise RuntimeError(
+            "load_hub_corpus needs the 'datasets' package and internet access: "
+            f"run `pip install datasets`, or {fallback}"
+        ) from err
+    offline = _offline_env()
+    if offline is not None:
+        raise RuntimeError(
+            f"load_hub_corpus needs internet access, but offline mode is on "
+            f"({offline}={os.environ[offline]}): set os.environ[{offline!r}] = '0' "
+            "at the top of the notebook, before llmbook.utils.setup() (restart the "
+            f"runtime if transformers is already imported), or {fallback}"
+        )
+    streaming = max_docs is not None
+    try:
+        data = datasets.load_dataset(dataset, split=split, streaming=streaming)
+    except Exception as err:
+        raise RuntimeError(
+            f"could not load dataset {dataset!r} (split {split!r}) from the Hugging "
+            f"Face Hub ({type(err).__name__}: {err}); this path needs internet "
+            f"access, or {fallback}"
+        ) from err
+    columns = getattr(data, "column_names", None)
+    if columns is not None and text_field not in columns:
+        raise ValueError(
+            f"dataset {dataset!r} has no column {text_field!r}: choose one of "
+            f"{', '.join(map(str, columns))}"
+        )
+    docs: list[str] = []
+    if max_docs == 0:
+        return docs
+    for row in data:
+        text = row[text_field]
+        if isinstance(text, str) and text:
+            docs.append(text)
+            if max_docs is not None and len(docs) >= max_docs:
+                break
+    return docs
