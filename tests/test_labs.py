@@ -1,0 +1,356 @@
+"""Lab self-tests, run for every otter master in solutions/.
+
+(a) labs/ is what tools/build_labs.py generates, byte for byte, and the build is
+    deterministic;
+(b) nothing leaks into the student notebook: no hidden test, no solution line;
+(c) grading through llmbook.grading: the solution scores full marks, the untouched
+    notebook zero, typical wrong answers partial credit, and a broken submission
+    becomes an "error" row without costing the others theirs;
+(d) the student notebook alone, in a kernel whose working directory holds nothing
+    else (as on Colab), makes grader.check work.
+
+Each lab is assigned once per test session (a module-scoped fixture, in tmp dirs, so
+pytest-xdist workers never share paths).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import csv
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from llmbook import grading
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_labs  # noqa: E402
+
+MASTERS = build_labs.masters()
+SOLUTION_MARKERS = ("# BEGIN SOLUTION", "# END SOLUTION")
+
+# Typical wrong answers, planted into the solution: lab -> name -> (question that must
+# lose points, text in the solution, replacement). Every lab needs at least one.
+PLANTED = {
+    "lab02_attention": {
+        "unscaled_scores": (
+            "q1",
+            "return q @ k.transpose(-2, -1) / math.sqrt(d_k)",
+            "return q @ k.transpose(-2, -1)",
+        ),
+        "softmax_nan_on_fully_masked_rows": (
+            "q2",
+            "row_max = torch.where(torch.isneginf(row_max), 0.0, row_max)",
+            "pass",
+        ),
+    },
+}
+
+
+@dataclass
+class Lab:
+    master: Path
+    build: build_labs.LabBuild
+    student: nbformat.NotebookNode
+    questions: dict[str, float]
+
+    @property
+    def name(self) -> str:
+        return self.master.stem
+
+
+def raw_block(nb, begin: str, end: str) -> list:
+    """Cells between the raw marker cells `begin` and `end` (all such blocks)."""
+    cells, inside = [], False
+    for cell in nb.cells:
+        text = cell.source.strip()
+        if cell.cell_type == "raw" and text.startswith(begin):
+            inside = True
+        elif cell.cell_type == "raw" and text.startswith(end):
+            inside = False
+        elif inside:
+            cells.append(cell)
+    return cells
+
+
+def solution_sources(master_path: Path) -> list[str]:
+    """The master's answer cells, marker lines removed (what a good student writes)."""
+    master = nbformat.read(master_path, as_version=4)
+    cells = raw_block(master, "# BEGIN SOLUTION", "# END SOLUTION")
+    return [
+        "\n".join(
+            line
+            for line in cell.source.splitlines()
+            if line.strip() not in SOLUTION_MARKERS
+        )
+        for cell in cells
+        if cell.cell_type == "code"
+    ]
+
+
+def solution_only_lines(master_path: Path) -> set[str]:
+    """Stripped code lines inside `# BEGIN SOLUTION` ... `# END SOLUTION` comments."""
+    master = nbformat.read(master_path, as_version=4)
+    found, inside = set(), False
+    for cell in raw_block(master, "# BEGIN SOLUTION", "# END SOLUTION"):
+        for line in cell.source.splitlines():
+            text = line.strip()
+            if text.startswith(SOLUTION_MARKERS[0]):
+                inside = True
+            elif text.startswith(SOLUTION_MARKERS[1]):
+                inside = False
+            elif inside and text and not text.startswith("#") and text != "...":
+                found.add(text)
+    return found
+
+
+def hidden_tests(master_path: Path) -> list[str]:
+    """Source of every hidden test function in the master."""
+    master = nbformat.read(master_path, as_version=4)
+    tests = raw_block(master, "# BEGIN TESTS", "# END TESTS")
+    hidden = [c.source for c in tests if "hidden" in c.source.splitlines()[0].lower()]
+    return [ast.unparse(ast.parse(src).body[0]) for src in hidden]
+
+
+def answered(lab: Lab, replace: tuple[str, str] | None = None) -> nbformat.NotebookNode:
+    """The student notebook with the master's answers pasted in (one optionally
+    changed by a text replacement)."""
+    nb = copy.deepcopy(lab.student)
+    answers = [
+        c for c in nb.cells if build_labs.ANSWER_TAG in c.metadata.get("tags", [])
+    ]
+    sources = solution_sources(lab.master)
+    assert len(answers) == len(sources), "answer cells and solution cells differ"
+    for cell, source in zip(answers, sources, strict=True):
+        cell.source = source
+    if replace is not None:
+        old, new = replace
+        hits = [c for c in answers if old in c.source]
+        assert len(hits) == 1, f"planted mistake: {old!r} not found once in the answers"
+        hits[0].source = hits[0].source.replace(old, new)
+    return nb
+
+
+@pytest.fixture(scope="module", params=MASTERS, ids=lambda p: p.stem)
+def lab(request, tmp_path_factory) -> Lab:
+    master = request.param
+    build = build_labs.build_lab(master, tmp_path_factory.mktemp(master.stem))
+    student = nbformat.reads(build.files[master.name].decode(), as_version=4)
+    return Lab(
+        master, build, student, grading.autograder_questions(build.autograder_zip)
+    )
+
+
+@pytest.fixture(scope="module")
+def graded(lab, tmp_path_factory) -> tuple[dict[str, dict], Path]:
+    """Grade the solution, the untouched notebook, the planted mistakes and a corrupt
+    file in one run; return the rows by file stem, and the CSV."""
+    subs = tmp_path_factory.mktemp(f"{lab.name}-submissions")
+    nbformat.write(answered(lab), subs / "solution.ipynb")
+    nbformat.write(lab.student, subs / "untouched.ipynb")
+    for name, (_, old, new) in PLANTED.get(lab.name, {}).items():
+        nbformat.write(answered(lab, (old, new)), subs / f"planted_{name}.ipynb")
+    (subs / "corrupt.ipynb").write_text('{"cells": [', encoding="utf-8")
+    out = subs.parent / f"{lab.name}-grades.csv"
+    rows = grading.grade_submissions(
+        lab.build.autograder_zip, subs, out, timeout=240, workers=2
+    )
+    return {Path(r["file"]).stem: r for r in rows}, out
+
+
+# --- (a) labs/ is generated, up to date and deterministic --------------------------
+
+
+@pytest.mark.parametrize("master", MASTERS, ids=lambda p: p.stem)
+def test_labs_folder_is_up_to_date(master):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools/build_labs.py"), "--check", str(master)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, (
+        f"labs/ is out of date, run `make labs`:\n{result.stdout}{result.stderr}"
+    )
+
+
+def test_build_is_deterministic(lab, tmp_path):
+    again = build_labs.build_lab(lab.master, tmp_path)
+    assert again.files == lab.build.files
+
+
+def test_check_names_changed_and_stale_files(lab, tmp_path):
+    assert build_labs.differences([lab.build], tmp_path, all_labs=True) == [
+        f"labs/{rel} is missing" for rel in lab.build.files
+    ]
+    for rel, data in lab.build.files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    assert build_labs.differences([lab.build], tmp_path, all_labs=True) == []
+    (tmp_path / lab.master.name).write_bytes(b"{}")
+    (tmp_path / "lab99_gone.ipynb").write_bytes(b"{}")
+    assert build_labs.differences([lab.build], tmp_path, all_labs=True) == [
+        f"labs/{lab.master.name} is out of date",
+        "labs/lab99_gone.ipynb has no master in solutions/",
+    ]
+
+
+# --- (b) nothing leaks into the student notebook -----------------------------------
+
+
+def embedded_tests(student: nbformat.NotebookNode) -> dict[str, str]:
+    """The public test files that the student notebook's init cell carries."""
+    [init] = [c for c in student.cells if "PUBLIC_TESTS = {" in c.source]
+    for node in ast.parse(init.source).body:
+        if (
+            isinstance(node, ast.Assign)
+            and ast.unparse(node.targets[0]) == "PUBLIC_TESTS"
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError("the init cell does not assign PUBLIC_TESTS")
+
+
+def test_no_hidden_tests_in_student_notebook(lab):
+    public = embedded_tests(lab.student)
+    assert sorted(public) == sorted(f"{q}.py" for q in lab.questions)
+    with zipfile.ZipFile(lab.build.autograder_zip) as zf:
+        full = "\n".join(zf.read(f"tests/{name}").decode() for name in public)
+    text = "\n".join([c.source for c in lab.student.cells] + list(public.values()))
+    assert "# HIDDEN" not in text and "hidden=True" not in text
+    hidden = hidden_tests(lab.master)
+    assert hidden, f"{lab.name} has no hidden tests"
+    for source in hidden:
+        assert source in full, "hidden test missing from the autograder zip"
+        name = source.split("(")[0].removeprefix("def ")
+        assert name not in text, f"hidden test {name} leaked into the student notebook"
+        body = source.split("\n", 1)[1]
+        assert body not in text, f"the body of {name} leaked into the student notebook"
+
+
+def test_no_solutions_in_student_notebook(lab):
+    text = lab.build.files[lab.master.name].decode()
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN TESTS", "BEGIN QUESTION"):
+        assert marker not in text, f"{marker!r} left in the student notebook"
+    secret = solution_only_lines(lab.master)
+    assert secret, "no solution lines found in the master"
+    student_lines = {
+        line.strip() for cell in lab.student.cells for line in cell.source.splitlines()
+    }
+    leaked = sorted(secret & student_lines)
+    assert not leaked, f"solution lines in the student notebook: {leaked}"
+    assert all(
+        not c.get("outputs") for c in lab.student.cells if c.cell_type == "code"
+    ), "the student notebook must not carry outputs"
+
+
+# --- (c) grading self-test ----------------------------------------------------------
+
+
+def test_every_lab_has_a_planted_mistake(lab):
+    assert PLANTED.get(lab.name), (
+        f"add a typical wrong answer for {lab.name} to PLANTED"
+    )
+
+
+def test_solution_scores_full_marks(lab, graded):
+    rows, _ = graded
+    row = rows["solution"]
+    assert row["status"] == "ok", row["error"]
+    assert row["total"] == row["possible"] == sum(lab.questions.values()), row
+
+
+def test_untouched_notebook_scores_zero(graded):
+    row = graded[0]["untouched"]
+    assert row["status"] == "ok", row["error"]
+    assert row["total"] == 0, row
+
+
+@pytest.mark.parametrize("mistake", [m for p in PLANTED.values() for m in p])
+def test_planted_mistake_gets_partial_credit(lab, graded, mistake):
+    if mistake not in PLANTED.get(lab.name, {}):
+        pytest.skip(f"{mistake} is planted in another lab")
+    question = PLANTED[lab.name][mistake][0]
+    row = graded[0][f"planted_{mistake}"]
+    assert row["status"] == "ok", row["error"]
+    assert 0 < row["total"] < row["possible"], row
+    assert row[question] < lab.questions[question], f"{question} should lose points"
+
+
+def test_corrupt_notebook_is_an_error_row_and_the_others_survive(graded):
+    rows, csv_path = graded
+    assert rows["corrupt"]["status"] == "error"
+    assert "not a readable notebook" in rows["corrupt"]["error"]
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        on_disk = {Path(r["file"]).stem: r for r in csv.DictReader(f)}
+    assert set(on_disk) == set(rows)
+    assert on_disk["solution"]["status"] == "ok"
+
+
+def test_timeout_is_an_error_row(lab, tmp_path):
+    nb = answered(lab)
+    nb.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
+    nbformat.write(nb, tmp_path / "forever.ipynb")
+    [row] = grading.grade_submissions(
+        lab.build.autograder_zip, tmp_path, tmp_path / "out.csv", timeout=6
+    )
+    assert row["status"] == "error" and "timed out after 6 s" in row["error"], row
+
+
+def test_cli_reports_missing_autograder_and_empty_folder(lab, tmp_path, capsys):
+    args = ["--submissions", str(tmp_path), "--out", str(tmp_path / "g.csv")]
+    assert grading.main(["--autograder", str(tmp_path / "nope.zip"), *args]) == 2
+    assert "autograder zip not found" in capsys.readouterr().err
+    assert grading.main(["--autograder", str(lab.build.autograder_zip), *args]) == 2
+    assert "no .ipynb files" in capsys.readouterr().err
+
+
+# --- (d) the student notebook works alone, as on Colab ------------------------------
+
+PRETEND_COLAB = """\
+# Test harness: make otter take its Colab code paths (it looks for "google.colab" in
+# the IPython shell's name), after the setup cell, which on real Colab installs otter.
+from otter.check.utils import IPythonInterpreter
+
+IPythonInterpreter.COLAB.value.running = lambda: True"""
+
+CHECK_ALL = """\
+assert grader.interpreter is IPythonInterpreter.COLAB
+results = {{q: grader.check(q) for q in {questions!r}}}
+failed = {{q: str(r) for q, r in results.items() if not r.passed_all}}
+assert not failed, failed
+print("all public tests passed")"""
+
+
+def test_student_notebook_alone_checks_answers_as_on_colab(lab, tmp_path):
+    nb = answered(lab)
+    setup = next(c for c in nb.cells if "setup" in c.metadata.get("tags", []))
+    nb.cells.insert(nb.cells.index(setup) + 1, nbformat.v4.new_code_cell(PRETEND_COLAB))
+    nb.cells.append(
+        nbformat.v4.new_code_cell(CHECK_ALL.format(questions=list(lab.questions)))
+    )
+    empty = tmp_path / "content"  # the kernel's cwd: no notebook, no tests/ folder
+    empty.mkdir()
+    NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(empty)}},
+    ).execute()  # raises CellExecutionError if any cell fails
+    checks = [c for c in nb.cells if c.source.startswith("grader.check(")]
+    assert checks, "the student notebook has no grader.check cells"
+    for cell in checks:
+        shown = "".join(
+            o.get("data", {}).get("text/plain", "") + o.get("text", "")
+            for o in cell.outputs
+        )
+        assert "passed" in shown and "failed" not in shown, (cell.source, shown)
+    assert nb.cells[-1].outputs[0]["text"] == "all public tests passed\n"
+    assert sorted(p.name for p in empty.iterdir()) == [".OTTER_LOG"]
