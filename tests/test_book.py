@@ -1,49 +1,34 @@
-"""The book builds with zero warnings (-W -n --keep-going).
+"""The book builds with zero warnings (`-W -n --keep-going`), with every page in place.
 
-`make test` executes every notebook once, through nbval; so this build turns
-execution off and checks everything else a build can warn about: the table of contents,
-cross-references, citations, MyST syntax, and the pages' structure. `make book` is the
-full build with execution.
+Uses the session's one build (tests/conftest.py). Marked `book`: `make test` runs these
+after the notebooks have executed, so the build reuses their results from the cache.
 """
 
-import shutil
-import subprocess
+import re
 import sys
 from pathlib import Path
 
-import yaml
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import notebook_setup  # noqa: E402
+
+pytestmark = [pytest.mark.book, pytest.mark.xdist_group("book")]
 
 
-def test_book_builds_without_warnings(tmp_path):
-    config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"
-    config_file = tmp_path / "_config.yml"
-    config_file.write_text(yaml.safe_dump(config))
-    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
-    assert jb, "jupyter-book is not installed in this environment"
-    result = subprocess.run(
-        [
-            jb,
-            "build",
-            str(ROOT),
-            "-W",
-            "-n",
-            "--keep-going",
-            "--config",
-            str(config_file),
-            "--path-output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-5000:]
-    html = tmp_path / "out" / "_build" / "html"
-    for page in ("book/intro.html", "chapters/03_attention.html"):
-        assert (html / page).exists(), f"{page} was not built"
-    chapter = (html / "chapters/03_attention.html").read_text()
-    assert "colab.research.google.com" in chapter, "Colab launch button missing"
+def test_book_builds_without_warnings(built_book):
+    assert built_book.returncode == 0, built_book.log[-5000:]
+    warnings = [ln for ln in built_book.log.splitlines() if re.search(r"WARNING:", ln)]
+    assert warnings == [], "\n".join(warnings)
+
+
+@pytest.mark.parametrize("page", notebook_setup.toc_notebooks())
+def test_notebook_pages_have_a_colab_button(built_book, page):
+    html = (built_book.html / f"{page}.html").read_text()
+    assert "colab.research.google.com/github/" in html and f"{page}.ipynb" in html
+
+
+def test_every_toc_page_is_built(built_book):
+    for page in ("book/intro", "book/setup", "book/instructors", "book/bibliography"):
+        assert (built_book.html / f"{page}.html").exists(), page

@@ -1,0 +1,60 @@
+"""Shared fixtures.
+
+`built_book` builds the whole book once per test session, exactly as `make book` does
+(`-W -n --keep-going`, executing chapters in cache mode), into a temporary folder. It
+shares `_build/.jupyter_cache` with `make book` and with
+tests/test_notebooks_execute.py, which fills that cache; so in `make test`, whose second
+stage runs the book tests after the first has executed every notebook, the build only
+renders. Set LLMBOOK_BOOK_HTML=/path/to/_build/html to test an existing build instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class BookBuild:
+    html: Path
+    returncode: int
+    log: str
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> BookBuild:
+    given = os.environ.get("LLMBOOK_BOOK_HTML")
+    if given:
+        html = Path(given)
+        assert (html / "index.html").exists(), f"LLMBOOK_BOOK_HTML={given}: no index"
+        return BookBuild(html, 0, "", 0.0)
+    out = tmp_path_factory.mktemp("book")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["cache"] = str(ROOT / "_build" / ".jupyter_cache")
+    config_file = out / "_config.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
+    assert jb, "jupyter-book is not installed in this environment"
+    command = [jb, "build", str(ROOT), "-W", "-n", "--keep-going"]
+    command += ["--config", str(config_file), "--path-output", str(out)]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    seconds = time.perf_counter() - start
+    print(f"book built in {seconds:.1f} s")
+    return BookBuild(
+        out / "_build" / "html",
+        result.returncode,
+        result.stdout + result.stderr,
+        seconds,
+    )
