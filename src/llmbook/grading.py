@@ -78,7 +78,9 @@ def autograder_questions(autograder: str | Path) -> dict[str, float]:
             zf.extractall(tmp, members=names)
         for name in sorted(names, key=_natural_key):
             test = create_test_file(str(Path(tmp, name)), NBMetadataConfig())
-            questions[test.name] = float(test.possible)
+            # otter splits a question's points over its tests as floats; round the
+            # sum back so that 3 points over 7 tests reads 3.0, not 2.9999999999999996
+            questions[test.name] = round(float(test.possible), 4)
     return questions
 
 
