@@ -40,6 +40,19 @@ SOLUTION_MARKERS = ("# BEGIN SOLUTION", "# END SOLUTION")
 # Typical wrong answers, planted into the solution: lab -> name -> (question that must
 # lose points, text in the solution, replacement). Every lab needs at least one.
 PLANTED = {
+    "lab01_tokens_ngrams": {
+        "tie_break_to_largest_pair": (
+            "q1",
+            "return min(pair_counts, key=lambda pair: (-pair_counts[pair], pair))",
+            "return max(pair_counts, key=lambda pair: (pair_counts[pair], pair))",
+        ),
+        "add_k_without_vocab_in_denominator": (
+            "q5",
+            "return (ngrams[context + (word,)] + k) "
+            "/ (contexts[context] + k * vocab_size)",
+            "return (ngrams[context + (word,)] + k) / (contexts[context] + k)",
+        ),
+    },
     "lab02_attention": {
         "unscaled_scores": (
             "q1",
@@ -50,6 +63,25 @@ PLANTED = {
             "q2",
             "row_max = torch.where(torch.isneginf(row_max), 0.0, row_max)",
             "pass",
+        ),
+    },
+    "lab03_transformer_block": {
+        "post_ln_block": (
+            "q4",
+            "x = x + self.attn(self.ln1(x), causal)  # (batch, seq, d_model)\n"
+            "        x = x + self.ffn(self.ln2(x))",
+            "x = self.ln1(x + self.attn(x, causal))  # (batch, seq, d_model)\n"
+            "        x = self.ln2(x + self.ffn(x))",
+        ),
+        "xavier_fan_in_only": (
+            "q3",
+            "bound = math.sqrt(6 / (fan_in + fan_out))",
+            "bound = math.sqrt(3 / fan_in)",
+        ),
+        "unbiased_variance": (
+            "q1",
+            "var = x.var(dim=-1, keepdim=True, correction=0)",
+            "var = x.var(dim=-1, keepdim=True)",
         ),
     },
 }
