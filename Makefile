@@ -41,8 +41,11 @@ browser: $(STAMP)
 # which leaves the chapters' results in the book's execution cache.
 # Stage 2: one book build that reuses that cache (-W: zero warnings), then the
 # browser tests on it.
+# OMP_NUM_THREADS=1: the two workers already fill the two cores; letting each
+# notebook's PyTorch start a thread per core as well oversubscribes them, and runs
+# that take seconds then take minutes.
 test: lint browser
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not book" tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not book" tests
 	$(BIN)/python -m pytest -m book tests
 
 labs: $(STAMP)

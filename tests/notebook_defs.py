@@ -115,7 +115,10 @@ def notebook_definitions(
             elif not _attaches_method(node, classes, functions):
                 continue
             module = ast.Module(body=[node], type_ignores=[])
-            exec(compile(module, filename, "exec"), namespace)
+            # dont_inherit: compile the cell as the notebook would, without this
+            # file's `from __future__ import annotations` (which would turn a
+            # notebook dataclass's annotations into strings)
+            exec(compile(module, filename, "exec", dont_inherit=True), namespace)
 
     missing = [n for n in names if n not in defined]
     if missing:
