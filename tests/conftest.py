@@ -58,3 +58,25 @@ def built_book(tmp_path_factory) -> BookBuild:
         result.stdout + result.stderr,
         seconds,
     )
+
+
+@pytest.fixture
+def tiny_hf_gpt2():
+    """A randomly initialised Hugging Face GPT-2 (2 layers, d_model 48, vocab 100),
+    built locally, with biases and LayerNorms perturbed so that copying them is
+    tested too. Seeded: the same model every time."""
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(
+        vocab_size=100, n_positions=64, n_embd=48, n_layer=2, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
+        eos_token_id=0, attn_implementation="eager",
+    )  # fmt: skip
+    torch.manual_seed(7)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return hf

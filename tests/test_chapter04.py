@@ -205,14 +205,8 @@ def test_initialisers_agree(nb):
         assert torch.equal(a, b)
 
 
-def test_hf_loading_agrees(nb, gen):
-    transformers = pytest.importorskip("transformers")
-    hf_config = transformers.GPT2Config(
-        vocab_size=100, n_positions=64, n_embd=48, n_layer=2, n_head=4,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
-        eos_token_id=0, attn_implementation="eager",
-    )  # fmt: skip
-    hf = transformers.GPT2LMHeadModel(hf_config).eval()
+def test_hf_loading_agrees(nb, gen, tiny_hf_gpt2):
+    hf = tiny_hf_gpt2
     cfg = dict(vocab_size=100, context_length=64, d_model=48, n_heads=4, n_layers=2)
     ours = nb.load_hf_gpt2_weights(nb.GPT(nb.GPTConfig(**cfg)), hf).eval()
     theirs = pkg.GPT.from_hf_gpt2(hf).eval()

@@ -159,24 +159,8 @@ def test_decoder_block_matches_torch(gen, norm_first):
 # --- GPT ------------------------------------------------------------------------------
 
 
-def tiny_hf_gpt2():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.GPT2Config(
-        vocab_size=100, n_positions=64, n_embd=48, n_layer=2, n_head=4,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
-        eos_token_id=0, attn_implementation="eager",
-    )  # fmt: skip
-    torch.manual_seed(7)
-    hf = transformers.GPT2LMHeadModel(config).eval()
-    with torch.no_grad():  # make biases and LayerNorms non-trivial too
-        for name, p in hf.named_parameters():
-            if "ln" in name or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-    return hf
-
-
-def test_gpt_matches_hugging_face_gpt2(gen):
-    hf = tiny_hf_gpt2()
+def test_gpt_matches_hugging_face_gpt2(gen, tiny_hf_gpt2):
+    hf = tiny_hf_gpt2
     ours = GPT.from_hf_gpt2(hf).eval()
     idx = torch.randint(0, 100, (3, 17), generator=gen)  # batch 3, odd length
     with torch.no_grad():
