@@ -249,3 +249,36 @@ def test_errors_name_the_problem(gen):
         _pair()[0](randn(gen, 2, 5, 12))
     with pytest.raises(ValueError, match="exceeds n_k"):
         padding_mask(torch.tensor([5]), n_k=3)
+
+
+# --- fused kernel option ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_fused_mha_equals_written_out(gen, causal, with_mask):
+    ours, _ = _pair()
+    fused = MultiHeadAttention(24, 4, fused=True)
+    fused.load_state_dict(ours.state_dict())
+    x = randn(gen, 3, 7, 24)
+    mask = padding_mask(torch.tensor([7, 4, 1]), n_k=7) if with_mask else None
+    expected = ours(x, mask=mask, is_causal=causal)
+    got = fused(x, mask=mask, is_causal=causal)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    # asking for the weights falls back to the written-out path
+    out, weights = fused(x, mask=mask, is_causal=causal, return_weights=True)
+    torch.testing.assert_close(out, expected)
+    assert weights.shape == (3, 4, 7, 7)
+
+
+def test_fused_gpt_equals_unfused():
+    from llmbook.transformer import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    plain = GPT(GPTConfig(vocab_size=50, context_length=16, n_layers=2))
+    fused = GPT(
+        GPTConfig(vocab_size=50, context_length=16, n_layers=2, fused_attention=True)
+    )
+    fused.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 50, (2, 11))
+    torch.testing.assert_close(fused(idx), plain(idx), atol=1e-5, rtol=1e-5)

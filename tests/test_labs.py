@@ -84,6 +84,33 @@ PLANTED = {
             "var = x.var(dim=-1, keepdim=True)",
         ),
     },
+    "lab04_training": {
+        "adam_without_bias_correction": (
+            "q1",
+            "m_hat = m / (1 - self.beta1**self.t)  # bias-corrected moments\n"
+            "            v_hat = v / (1 - self.beta2**self.t)",
+            "m_hat = m  # bias-corrected moments\n            v_hat = v",
+        ),
+        "warmup_off_by_one": (
+            "q2",
+            "return max_lr * step / warmup_steps",
+            "return max_lr * (step + 1) / warmup_steps",
+        ),
+        "cosine_without_min_lr_floor": (
+            "q2",
+            "return min_lr + (max_lr - min_lr) * cosine",
+            "return max_lr * cosine",
+        ),
+        "perplexity_mean_of_batch_means": (
+            "q5",
+            'reduction="sum")\n'
+            "            total_nll += nll.item()\n"
+            "            n_tokens += y.numel()",
+            'reduction="mean")\n'
+            "            total_nll += nll.item()\n"
+            "            n_tokens += 1",
+        ),
+    },
 }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -218,9 +219,18 @@ class MultiHeadAttention(nn.Module):
     ``head_i = Attention(x_q W_i^Q, x_kv W_i^K, x_kv W_i^V)`` and the heads are
     concatenated and mixed by ``W^O``. The per-head matrices are stored stacked in one
     ``nn.Linear`` each, which is the same computation as h small ones.
+
+    ``fused=True`` computes the same attention with PyTorch's fused kernel
+    (``torch.nn.functional.scaled_dot_product_attention``: FlashAttention or
+    memory-efficient attention on a GPU, a fused loop on the CPU), which never stores
+    the (n_q, n_k) weights. It is for training speed; a call that asks for the weights
+    uses the written-out version. Rows whose mask allows no key are NaN in the fused
+    kernel (zeros in ours), so keep at least one key per query.
     """
 
-    def __init__(self, d_model: int, n_heads: int, bias: bool = True) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, bias: bool = True, *, fused: bool = False
+    ) -> None:
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(
@@ -228,6 +238,7 @@ class MultiHeadAttention(nn.Module):
             )
         self.d_model, self.n_heads = d_model, n_heads
         self.d_head = d_model // n_heads
+        self.fused = fused
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -268,9 +279,18 @@ class MultiHeadAttention(nn.Module):
         q = self._split_heads(self.q_proj(query))  # (batch, n_heads, n_q, d_head)
         k = self._split_heads(self.k_proj(key))  # (batch, n_heads, n_k, d_head)
         v = self._split_heads(self.v_proj(value))  # (batch, n_heads, n_k, d_head)
-        out, weights = scaled_dot_product_attention(
-            q, k, v, mask, is_causal=is_causal, return_weights=True
-        )
+        if self.fused and not return_weights:
+            if is_causal and mask is not None:
+                mask = mask & causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+                is_causal = False
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal
+            )  # (batch, n_heads, n_q, d_head)
+            weights = None
+        else:
+            out, weights = scaled_dot_product_attention(
+                q, k, v, mask, is_causal=is_causal, return_weights=True
+            )
         batch, _, n_q, _ = out.shape
         out = out.transpose(1, 2).reshape(batch, n_q, self.d_model)  # concat heads
         out = self.out_proj(out)  # (batch, n_q, d_model)
