@@ -77,6 +77,15 @@ def _check_number(name: str, value: float, *, low: float, open_low: bool) -> Non
 # ---------------------------------------------------------------------------
 
 
+def _evaluate_closure(closure: Callable[[], Tensor] | None) -> Tensor | None:
+    """PyTorch's optimiser protocol: ``step(closure)`` re-evaluates the loss (with
+    gradients on) before updating, and returns it."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class SGD(torch.optim.Optimizer):
     r"""Stochastic gradient descent, optionally with (Nesterov) momentum.
 
@@ -126,10 +135,7 @@ class SGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Update every parameter that has a gradient; return ``closure()`` if given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate_closure(closure)
         for group in self.param_groups:
             lr, mu = group["lr"], group["momentum"]
             wd, nesterov = group["weight_decay"], group["nesterov"]
@@ -218,10 +224,7 @@ class Adam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
         """Update every parameter that has a gradient; return ``closure()`` if given."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate_closure(closure)
         for group in self.param_groups:
             lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
             beta1, beta2 = group["betas"]
