@@ -11,21 +11,28 @@ the peak is *measured* on this machine as the best rate of large square matmuls 
 the dtype training computes in (fp32 on the CPU, bf16 under autocast on a recent
 GPU); MFU is their ratio. On CUDA the fp32 peak is listed too.
 
+With ``--nanogpt PATH/model.py`` it instead times our training step against
+nanoGPT's model (a copy of karpathy/nanoGPT's ``model.py`` that you keep outside this
+repository) at identical configurations, alternating the two in one process, and
+prints tokens/s of each and their ratio::
+
+    python benchmarks/train_throughput.py --nanogpt /tmp/nanogpt/model.py --threads 2
+
 Not part of the package: nothing imports it except tests/test_benchmarks.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import importlib.util
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from llmbook.pretrain import PRESETS, lm_loss, make_optimizer, model_flops_per_token
-from llmbook.transformer import GPT
+from llmbook.model import GPT, GPTConfig, model_flops_per_token
+from llmbook.train import PRESETS, autocast_context, make_optimizer, train_step
 from llmbook.utils import autocast_dtype
 
 COLUMNS = [
@@ -92,32 +99,24 @@ def training_throughput(
         raise ValueError(f"need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
     device = torch.device(device)
     config = PRESETS[preset]
-    model_config = config.model_config()
+    model_config = config.model
     torch.manual_seed(0)
     model = GPT(model_config).to(device).train()
     optimizer = make_optimizer(model, config)
     forward = torch.compile(model) if compile else model
     dtype = autocast_dtype(device)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    shape = (config.batch_size * config.grad_accum, config.context_length + 1)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    shape = (config.batch_size * config.grad_accum, model_config.context_length + 1)
     batches = [
-        torch.randint(0, config.vocab_size, shape, device=device) for _ in range(4)
+        torch.randint(0, model_config.vocab_size, shape, device=device)
+        for _ in range(4)
     ]  # (batch, L + 1) random token ids: speed does not depend on the values
 
     def step(i: int) -> None:
-        amp = (
-            torch.autocast(device.type, dtype=dtype)
-            if dtype is not None
-            else contextlib.nullcontext()
-        )
-        with amp:
-            loss = lm_loss(forward, batches[i % len(batches)])
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        # the one training step the pretraining loop and DDP also use
+        train_step(forward, optimizer, [batches[i % len(batches)]],
+                   grad_clip=config.grad_clip, scaler=scaler,
+                   autocast=lambda: autocast_context(device))  # fmt: skip
 
     for i in range(warmup):
         step(i)
@@ -173,6 +172,96 @@ def benchmark(
     return rows
 
 
+#: The configurations of the nanoGPT comparison: the course's cpu preset at context
+#: 64, and nanoGPT's own CPU example (README: batch 12, context 64, 4 layers, 4 heads,
+#: 128 dimensions, no dropout), with a 4,096-token vocabulary.
+NANOGPT_CONFIGS = {
+    "cpu preset shape": dict(n_layers=4, n_heads=4, d_model=128, context_length=64,
+                             batch_size=32, vocab_size=2048, dropout=0.1),
+    "nanoGPT CPU example": dict(n_layers=4, n_heads=4, d_model=128, context_length=64,
+                                batch_size=12, vocab_size=4096, dropout=0.0),
+}  # fmt: skip
+
+
+def _load_nanogpt(path: str):
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"cannot import nanoGPT's model.py from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compare_nanogpt(
+    path: str, rounds: int = 5, steps: int = 10, dtype: torch.dtype | None = None
+) -> list[dict[str, Any]]:
+    """Tokens/s of our step and nanoGPT's at each of :data:`NANOGPT_CONFIGS`.
+
+    Both use AdamW (lr 1e-3, betas (0.9, 0.95), weight decay 0.1 on matrices and
+    embeddings), clipping at 1.0, the same random batches, CPU. ``rounds`` times,
+    each model runs ``steps`` steps in turn (after 3 untimed steps each); the
+    reported rate is the median over rounds. ``dtype`` (e.g. bfloat16) runs our
+    forward pass under CPU autocast, a lever nanoGPT's CPU path does not use.
+    """
+    nano = _load_nanogpt(path)
+    rows = []
+    for name, c in NANOGPT_CONFIGS.items():
+        rates = _race(nano, c, rounds, steps, dtype)
+        ours_rate = sorted(rates["ours"])[rounds // 2]
+        theirs_rate = sorted(rates["nanoGPT"])[rounds // 2]
+        rows.append({"config": name, "ours tokens/s": ours_rate,
+                     "nanoGPT tokens/s": theirs_rate, "ratio": ours_rate / theirs_rate})  # fmt: skip
+    return rows
+
+
+def _race(nano: Any, c: dict[str, Any], rounds: int, steps: int,
+          dtype: torch.dtype | None) -> dict[str, list[float]]:  # fmt: skip
+    """Alternate ``steps`` steps of each model ``rounds`` times; tokens/s per round."""
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(vocab_size=c["vocab_size"], context_length=c["context_length"],
+                         d_model=c["d_model"], n_heads=c["n_heads"], n_layers=c["n_layers"],
+                         dropout=c["dropout"], fused_attention=True)).train()  # fmt: skip
+    cfg = PRESETS["cpu"].replace(lr=1e-3, min_lr=1e-4, model=ours.config)
+    opt_ours = make_optimizer(ours, cfg)
+    known = set(nano.GPTConfig.__dataclass_fields__)
+    extras = {k: False for k in ("use_softermax", "use_rmsnorm", "use_relu",
+                                 "use_squared_relu") if k in known}  # fmt: skip
+    theirs = nano.GPT(nano.GPTConfig(
+        block_size=c["context_length"], vocab_size=c["vocab_size"],
+        n_layer=c["n_layers"], n_head=c["n_heads"], n_embd=c["d_model"],
+        dropout=c["dropout"], bias=True, **extras)).train()  # fmt: skip
+    opt_theirs = theirs.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    shape = (c["batch_size"], c["context_length"] + 1)
+    batches = [torch.randint(0, c["vocab_size"], shape) for _ in range(4)]
+    amp = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype else None
+
+    def our_step(i: int) -> None:
+        kwargs = {"autocast": amp} if amp else {}
+        train_step(ours, opt_ours, [batches[i % 4]], grad_clip=1.0, **kwargs)
+
+    def their_step(i: int) -> None:
+        batch = batches[i % 4]
+        # nanoGPT's get_batch hands its model contiguous inputs and targets
+        _, loss = theirs(batch[:, :-1].contiguous(), batch[:, 1:].contiguous())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+        opt_theirs.step()
+        opt_theirs.zero_grad(set_to_none=True)
+
+    for i in range(3):
+        our_step(i)
+        their_step(i)
+    rates: dict[str, list[float]] = {"ours": [], "nanoGPT": []}
+    tokens = steps * c["batch_size"] * c["context_length"]
+    for _ in range(rounds):
+        for label, step in (("ours", our_step), ("nanoGPT", their_step)):
+            t0 = time.perf_counter()
+            for i in range(steps):
+                step(i)
+            rates[label].append(tokens / (time.perf_counter() - t0))
+    return rates
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -212,9 +301,29 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--compile", action="store_true", help="torch.compile")
     parser.add_argument("--peak-sizes", type=int, nargs="+", default=[1024, 2048, 4096],
                         help="square matmul sizes for the peak")  # fmt: skip
+    parser.add_argument("--nanogpt", metavar="MODEL_PY", default=None,
+                        help="compare with nanoGPT's model.py at identical configs")  # fmt: skip
+    parser.add_argument("--bf16", action="store_true",
+                        help="with --nanogpt: our forward under CPU bf16 autocast")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.nanogpt:
+        rows = compare_nanogpt(
+            args.nanogpt, dtype=torch.bfloat16 if args.bf16 else None
+        )
+        print(
+            f"torch {torch.__version__}; {torch.get_num_threads()} threads; "
+            f"ours {'bf16 autocast' if args.bf16 else 'fp32'}, nanoGPT fp32\n"
+        )
+        print("| config | ours tokens/s | nanoGPT tokens/s | ours / nanoGPT |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['config']} | {r['ours tokens/s']:,.0f} | "
+                f"{r['nanoGPT tokens/s']:,.0f} | {r['ratio']:.2f} |"
+            )
+        return rows
     if args.device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:

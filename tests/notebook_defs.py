@@ -5,7 +5,7 @@ same code, and a test checks that the two agree. This helper gives such a test t
 notebook's version. It parses every code cell and executes, in notebook order, only
 
 * the ``import`` statements, except any that would bind a name the notebook itself
-  defines (so a closing ``from llmbook.attention import ...`` cannot shadow the inline
+  defines (so a closing ``from llmbook.model.attention import ...`` cannot shadow the inline
   code);
 * the top-level ``def`` and ``class`` statements;
 * assignments that attach a notebook function to a notebook class
@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import ast
+import inspect
 from collections.abc import Iterable
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,7 +35,7 @@ from typing import Any
 
 import nbformat
 
-__all__ = ["notebook_definitions"]
+__all__ = ["notebook_definitions", "assert_same_signature"]
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
@@ -133,3 +134,23 @@ def notebook_definitions(
                 f"(its module is {getattr(obj, '__module__', None)!r})"
             )
     return SimpleNamespace(**found)
+
+
+def _parameters(obj: Any) -> list[tuple[str, Any, Any]]:
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    params = list(inspect.signature(target).parameters.values())
+    if inspect.isclass(obj) and params and params[0].name == "self":
+        params = params[1:]
+    return [(p.name, p.kind, p.default) for p in params]
+
+
+def assert_same_signature(notebook_obj: Any, package_obj: Any) -> None:
+    """The notebook's function (or class constructor) takes the same parameters as
+    the package's: names, order, kinds (positional/keyword-only) and defaults.
+    Annotations are ignored (the chapters leave most of them out)."""
+    ours, theirs = _parameters(notebook_obj), _parameters(package_obj)
+    if ours != theirs:
+        raise AssertionError(
+            f"{getattr(package_obj, '__name__', package_obj)}: the notebook's "
+            f"signature {ours} differs from the package's {theirs}"
+        )

@@ -1,4 +1,4 @@
-"""llmbook.attention against PyTorch's reference implementations.
+"""llmbook.model.attention against PyTorch's reference implementations.
 
 Tolerances: float32 on CPU, outputs compared with atol=1e-5 (the two compute the same
 sums in a different order); float64 cases with atol=1e-10.
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmbook.attention import (
+from llmbook.model.attention import (
     AdditiveScore,
     MultiHeadAttention,
     causal_mask,
@@ -271,8 +271,21 @@ def test_fused_mha_equals_written_out(gen, causal, with_mask):
     assert weights.shape == (3, 4, 7, 7)
 
 
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_fused_causal_cross_attention_equals_written_out(gen, with_mask):
+    """Fewer queries than keys: the causal diagonal is bottom-right on both paths."""
+    ours, _ = _pair()
+    fused = MultiHeadAttention(24, 4, fused=True)
+    fused.load_state_dict(ours.state_dict())
+    query, memory = randn(gen, 3, 5, 24), randn(gen, 3, 9, 24)
+    mask = padding_mask(torch.tensor([9, 8, 7]), n_k=9) if with_mask else None
+    expected = ours(query, memory, memory, mask, is_causal=True)
+    got = fused(query, memory, memory, mask, is_causal=True)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
 def test_fused_gpt_equals_unfused():
-    from llmbook.transformer import GPT, GPTConfig
+    from llmbook.model import GPT, GPTConfig
 
     torch.manual_seed(0)
     plain = GPT(GPTConfig(vocab_size=50, context_length=16, n_layers=2))

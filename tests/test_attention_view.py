@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmbook.attention_view import AttentionView, attention_view
+from llmbook.viz.attention_view import AttentionView, attention_view
 
 
 def random_weights(gen, *shape):

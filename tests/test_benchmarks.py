@@ -34,7 +34,7 @@ def test_table_has_the_columns_and_positive_numbers(bench, capsys):
     (row,) = rows
     assert row["model GFLOP/s"] == pytest.approx(
         row["tokens/s"] * bench.model_flops_per_token(
-            bench.PRESETS["tiny"].model_config()) / 1e9
+            bench.PRESETS["tiny"].model) / 1e9
     )  # fmt: skip
     assert 0 < row["MFU"] < 1.5  # a measured peak can be beaten only by noise
 
@@ -42,3 +42,53 @@ def test_table_has_the_columns_and_positive_numbers(bench, capsys):
 def test_unknown_preset_is_a_clear_error(bench):
     with pytest.raises(ValueError, match="unknown presets"):
         bench.benchmark(["huge"], "cpu", peak_sizes=(64,))
+
+
+FAKE_NANOGPT = """
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from llmbook.model import GPT as Ours, GPTConfig as OursConfig
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 64
+    vocab_size: int = 128
+    n_layer: int = 1
+    n_head: int = 1
+    n_embd: int = 16
+    dropout: float = 0.0
+    bias: bool = True
+
+
+class GPT(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.inner = Ours(OursConfig(vocab_size=c.vocab_size, context_length=c.block_size,
+                                     d_model=c.n_embd, n_heads=c.n_head, n_layers=c.n_layer,
+                                     dropout=c.dropout))
+
+    def forward(self, idx, targets):
+        logits = self.inner(idx)
+        return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        return torch.optim.AdamW(self.parameters(), lr=learning_rate, betas=betas)
+"""
+
+
+def test_nanogpt_comparison_times_both_at_each_config(bench, tmp_path):
+    """The harness with a stand-in for nanoGPT's model.py (the real one stays outside
+    the repository): one row per configuration, positive rates, ratio = their quotient."""
+    path = tmp_path / "model.py"
+    path.write_text(FAKE_NANOGPT)
+    rows = bench.compare_nanogpt(str(path), rounds=1, steps=1)
+    assert [r["config"] for r in rows] == list(bench.NANOGPT_CONFIGS)
+    for r in rows:
+        assert r["ours tokens/s"] > 0 and r["nanoGPT tokens/s"] > 0
+        assert r["ratio"] == pytest.approx(r["ours tokens/s"] / r["nanoGPT tokens/s"])
+    with pytest.raises(FileNotFoundError):
+        bench.compare_nanogpt(str(tmp_path / "missing.py"))

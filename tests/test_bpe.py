@@ -1,4 +1,4 @@
-"""llmbook.bpe: from-scratch byte-level BPE against Hugging Face ``tokenizers``.
+"""llmbook.data.bpe: from-scratch byte-level BPE against Hugging Face ``tokenizers``.
 
 Both trainers see the same documents (the first 1,000 course training documents) and
 the same GPT-2 pre-tokenisation, and learn 400 merges. Measured agreement:
@@ -17,8 +17,8 @@ import random
 
 import pytest
 
-from llmbook import bpe as B
-from llmbook import data as D
+import llmbook.data as D
+from llmbook.data import bpe as B
 
 N_MERGES = 400
 

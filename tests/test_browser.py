@@ -289,7 +289,7 @@ def test_two_views_on_one_page_do_not_clash(context, tmp_path):
     """Two views (one of them cross-attention) in one saved page work independently."""
     import numpy as np
 
-    from llmbook.attention_view import attention_view
+    from llmbook.viz.attention_view import attention_view
 
     rng = np.random.default_rng(7)
     a_weights = rng.dirichlet(np.ones(5), size=(2, 3, 5))  # self: 5 tokens

@@ -1,4 +1,4 @@
-"""Teach, then import: Chapter 1's inline n-gram code agrees with llmbook.ngram.
+"""Teach, then import: Chapter 1's inline n-gram code agrees with llmbook.data.ngram.
 
 The chapter writes padding, n-gram counting, add-k smoothing and perplexity inline;
 ``src/llmbook/ngram.py`` holds the package version (with Kneser-Ney and sampling).
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from notebook_defs import notebook_definitions
 
-import llmbook.ngram as pkg
+import llmbook.data.ngram as pkg
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "01_introduction.ipynb"
 NAMES = ["pad", "count_ngrams", "make_vocab", "add_k_prob", "perplexity"]

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from notebook_defs import notebook_definitions
+from notebook_defs import assert_same_signature, notebook_definitions
 
-from llmbook import bpe as B
-from llmbook import data as D
+import llmbook.data as D
+import llmbook.data.cleaning as C
+from llmbook.data import bpe as B
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "02_data.ipynb"
 NAMES = [
@@ -31,6 +32,7 @@ NAMES = [
     "encode",
     "decode",
     "pack_blocks",
+    "window_iterator",
 ]
 
 
@@ -38,7 +40,7 @@ NAMES = [
 def nb():
     # P and BASE are plain assignments, which notebook_definitions does not run
     return notebook_definitions(
-        CHAPTER, NAMES, extra_globals={"P": D._P, "BASE": D._BASE}
+        CHAPTER, NAMES, extra_globals={"P": C._P, "BASE": C._BASE}
     )
 
 
@@ -52,6 +54,19 @@ def test_the_definitions_come_from_the_notebook(nb):
         assert getattr(nb, name).__module__.startswith("notebook:")
 
 
+@pytest.mark.parametrize(
+    ("name", "package"),
+    [("dedup_key", D), ("deduplicate", D), ("minhash_signatures", D),
+     ("split_documents", D), ("pack_blocks", D), ("window_iterator", D)],
+)  # fmt: skip
+def test_signatures_match_the_package(nb, name, package):
+    # BPE is the exception, on purpose: the chapter writes the naive algorithm
+    # (recount every pair after each merge), the package the incremental one with
+    # a tokenizer class; test_bpe_training_encoding_decoding_agree checks that both
+    # learn the same merges and give the same ids.
+    assert_same_signature(getattr(nb, name), getattr(package, name))
+
+
 def test_notebook_constants_match_the_package():
     import nbformat
 
@@ -59,8 +74,8 @@ def test_notebook_constants_match_the_package():
     lines = {
         line.split("#")[0].strip() for c in nb.cells for line in c.source.split("\n")
     }
-    assert "P = (1 << 31) - 1" in lines and D._P == (1 << 31) - 1
-    assert "BASE = 1_000_003" in lines and D._BASE == 1_000_003
+    assert "P = (1 << 31) - 1" in lines and C._P == (1 << 31) - 1
+    assert "BASE = 1_000_003" in lines and C._BASE == 1_000_003
 
 
 def test_deduplicate_agrees(nb, docs):
@@ -118,3 +133,21 @@ def test_pack_blocks_agrees(nb):
             nb.pack_blocks(lists, context_length, 0),
             D.pack_blocks(lists, context_length, 0),
         )
+
+
+def test_window_iterator_agrees(nb):
+    """Same batches, same signature, same errors as llmbook.data.window_iterator."""
+    assert_same_signature(nb.window_iterator, D.window_iterator)
+    gen = torch.Generator().manual_seed(1)
+    stream = torch.randint(0, 50, (257,), generator=gen)
+    for context_length, batch_size, seed, start in [(8, 4, 0, 0), (31, 3, 5, 7)]:
+        ours = nb.window_iterator(stream, context_length, batch_size, seed, start)
+        theirs = D.window_iterator(stream, context_length, batch_size, seed, start)
+        for _ in range(5):
+            assert torch.equal(next(ours), next(theirs))
+    for bad in (torch.arange(5), torch.zeros(2, 40, dtype=torch.long)):
+        with pytest.raises(ValueError) as a:
+            next(nb.window_iterator(bad, 8, 2))
+        with pytest.raises(ValueError) as b:
+            next(D.window_iterator(bad, 8, 2))
+        assert str(a.value) == str(b.value)

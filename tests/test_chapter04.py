@@ -1,11 +1,14 @@
-"""Teach, then import: Chapter 4's inline Transformer code agrees with llmbook.transformer.
+"""Teach, then import: Chapter 4's inline Transformer code agrees with llmbook.model.
 
-The chapter writes LayerNorm, the feed-forward block, position encodings, the encoder
-and decoder blocks, the encoder-decoder, GPT (with generation, GPT-2 initialisation,
-Hugging Face weight loading), the parameter-count formula and the Xavier/He
-initialisers inline; ``src/llmbook/transformer.py`` holds the package copy. Here both
-run with the same weights on the same seeded random inputs (batch > 1, odd lengths,
-padding masks).
+The chapter writes LayerNorm, the feed-forward block, position encodings, the encoder,
+decoder and GPT blocks, the encoder-decoder, GPT (with generation, GPT-2
+initialisation, Hugging Face weight loading), the parameter-count formula and the
+Xavier/He initialisers inline; ``src/llmbook/model/`` holds the package copy. Here
+
+* every notebook definition with a package counterpart takes the same parameters
+  (names, order, kinds, defaults), and so do the methods the package also has;
+* both run with the same weights on the same seeded random inputs (batch > 1, odd
+  lengths, padding masks) and give the same numbers.
 
 Tolerance: float32 within 1e-6 (the two copies run the same operations in the same
 order, so in practice they agree exactly).
@@ -15,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from notebook_defs import notebook_definitions
+from notebook_defs import assert_same_signature, notebook_definitions
 
-import llmbook.transformer as pkg
-from llmbook.attention import padding_mask
+import llmbook.model as pkg
+from llmbook.model.attention import padding_mask
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "04_transformer.ipynb"
 NAMES = [
@@ -38,6 +41,15 @@ NAMES = [
     "he_normal_",
     "load_hf_gpt2_weights",
 ]
+METHODS = {
+    "LayerNorm": ["forward"],
+    "FeedForward": ["forward"],
+    "EncoderBlock": ["forward", "load_from_torch", "residual_projections"],
+    "DecoderBlock": ["forward", "residual_projections"],
+    "GPTBlock": ["forward", "residual_projections"],
+    "EncoderDecoder": ["encode", "decode", "forward", "greedy_decode"],
+    "GPT": ["forward", "generate"],
+}
 ATOL = 1e-6
 
 
@@ -62,11 +74,18 @@ def twins(make_nb, make_pkg):
     return ours.eval(), theirs.eval()
 
 
-def test_the_definitions_come_from_the_notebook(nb):
-    for name in NAMES:
-        obj = getattr(nb, name)
-        assert obj.__module__ == "notebook:04_transformer", name
-        assert obj is not getattr(pkg, name)
+@pytest.mark.parametrize("name", NAMES)
+def test_signature_matches_the_package(nb, name):
+    assert_same_signature(getattr(nb, name), getattr(pkg, name))
+
+
+@pytest.mark.parametrize(
+    "cls, method", [(c, m) for c, methods in METHODS.items() for m in methods]
+)
+def test_method_signature_matches_the_package(nb, cls, method):
+    assert_same_signature(
+        getattr(getattr(nb, cls), method), getattr(getattr(pkg, cls), method)
+    )
 
 
 def test_positions_agree(nb, gen):
@@ -118,6 +137,36 @@ def test_blocks_agree(nb, gen, pre_ln):
         ref_out, ref_w = dec[1](x, memory, keep, memory_keep, return_weights=True)
     close(out, ref_out)
     close(w, ref_w)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["written-out", "fused"])
+def test_gpt_block_agrees(nb, gen, fused):
+    ours, theirs = twins(
+        lambda: nb.GPTBlock(32, 4, 40, bias=False, eps=1e-6, fused=fused),
+        lambda: pkg.GPTBlock(32, 4, 40, bias=False, eps=1e-6, fused=fused),
+    )
+    x = torch.randn(3, 9, 32, generator=gen)
+    keep = padding_mask(torch.tensor([9, 5, 8]))
+    with torch.no_grad():
+        close(ours(x), theirs(x))
+        close(ours(x, keep), theirs(x, keep))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.EncoderBlock(16, 2, fused=True),
+        lambda m: m.DecoderBlock(16, 2),
+        lambda m: m.GPTBlock(16, 2),
+    ],
+    ids=["encoder", "decoder", "gpt"],
+)
+def test_blocks_name_the_same_residual_projections(nb, make):
+    def names(block):
+        where = {id(module): name for name, module in block.named_modules()}
+        return [where[id(proj)] for proj in block.residual_projections()]
+
+    assert names(make(nb)) == names(make(pkg))
 
 
 def test_encoder_block_loads_torch_layer_like_the_package(nb, gen):
@@ -177,6 +226,33 @@ def test_gpt2_init_draws_the_same_weights(nb):
         ours.state_dict().items(), theirs.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_gpt2_init_of_an_encoder_decoder_draws_the_same_weights(nb):
+    """Decoder blocks name three residual projections: N = 2 L_enc + 3 L_dec."""
+    kw = dict(d_model=32, n_heads=4, n_layers=3, context_length=16)
+    torch.manual_seed(1)
+    ours = nb.init_gpt2_(nb.EncoderDecoder(20, 30, **kw))
+    torch.manual_seed(1)
+    theirs = pkg.init_gpt2_(pkg.EncoderDecoder(20, 30, **kw))
+    for (name, a), (_, b) in zip(
+        ours.state_dict().items(), theirs.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    scaled = 0.02 / (2 * 3 + 3 * 3) ** 0.5
+    cross = torch.cat([b.cross_attn.out_proj.weight.flatten() for b in ours.decoder])
+    assert cross.std().item() == pytest.approx(scaled, rel=0.1)
+
+
+def test_fused_gpt_agrees(nb, gen):
+    kw = dict(vocab_size=50, context_length=16, d_model=32, n_heads=4, n_layers=2)
+    nb_cfg = nb.GPTConfig(**kw, fused_attention=True)
+    pkg_cfg = pkg.GPTConfig(**kw, fused_attention=True)
+    ours, theirs = twins(lambda: nb.GPT(nb_cfg), lambda: pkg.GPT(pkg_cfg))
+    assert all(block.attn.fused for block in ours.blocks)
+    idx = torch.randint(0, 50, (3, 11), generator=gen)
+    with torch.no_grad():
+        close(ours(idx), theirs(idx))
 
 
 def test_parameter_count_agrees(nb):

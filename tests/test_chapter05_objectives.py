@@ -1,4 +1,4 @@
-"""Teach, then import: Chapter 5's inline masking agrees with llmbook.objectives.
+"""Teach, then import: Chapter 5's inline masking agrees with llmbook.train.objectives.
 
 Section 1 of Chapter 5 writes BERT's masked-LM corruption (``mask_tokens``) inline;
 ``src/llmbook/objectives.py`` holds the package copy. With generators in the same
@@ -13,7 +13,7 @@ import pytest
 import torch
 from notebook_defs import notebook_definitions
 
-import llmbook.objectives as pkg
+import llmbook.train.objectives as pkg
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "chapters" / "05_pretraining.ipynb"

@@ -1,4 +1,4 @@
-"""Teach, then import: Chapter 5's inline Adam / AdamW agree with llmbook.optim.
+"""Teach, then import: Chapter 5's inline Adam / AdamW agree with llmbook.train.optim.
 
 Chapter 5 writes Adam inline (``adam_update`` plus the ``Adam`` class, and ``AdamW`` as
 a one-flag subclass); ``src/llmbook/optim.py`` holds the package copy. Both train the
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from notebook_defs import notebook_definitions
 from torch import nn
 
-import llmbook.optim as pkg
+import llmbook.train.optim as pkg
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "chapters" / "05_pretraining.ipynb"

@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 
-from llmbook import data as D
+import llmbook.data as D
 
 
 def test_clean_text_strips_markup_and_normalises():
@@ -37,7 +37,7 @@ def test_clean_text_nfc_composes_and_drops_controls():
 
 
 def test_clean_text_is_idempotent_on_the_corpus():
-    from llmbook.corpus import load_corpus
+    from llmbook.data.corpus import load_corpus
 
     for doc in load_corpus("docstrings", max_docs=200):
         once = D.clean_text(doc)
@@ -112,19 +112,31 @@ def test_split_documents_is_stable_and_leak_free():
 
 
 def test_course_splits_are_fixed_and_disjoint():
-    from llmbook.corpus import load_corpus
+    from llmbook.data.corpus import load_corpus
 
-    s = D.course_splits()
-    # the corpus depends on the Python version (1,468/182/184 documents on 3.12)
+    s = D.course_splits()  # the "python" corpus, stored in the snapshot
+    assert s.sizes() == {"train": 1606, "val": 202, "test": 204}
+    # the docstrings alone, split at run time by the same pipeline
     docs = D.remove_near_duplicates(
         D.deduplicate(D.clean_text(d) for d in load_corpus("docstrings"))
     )
-    assert D.split_documents(docs) == s
-    assert 0.75 < len(s.train) / len(docs) < 0.85
+    assert D.split_documents(docs) == D.course_splits("docstrings")
+    assert 0.75 < len(D.course_splits("docstrings").train) / len(docs) < 0.85
     assert not set(s.train) & (set(s.val) | set(s.test))
     n_train = len(s.train)
     s.train.clear()  # callers get fresh lists
     assert len(D.course_splits().train) == n_train
+
+
+def test_clean_code_keeps_indentation_and_meaning():
+    code = "def f(x):\r\n    if x:  \n        return  'a  b'\u200b\n\n\n\n\nprint(f(1))\n"
+    cleaned = D.clean_code(code)
+    assert cleaned == "def f(x):\n    if x:\n        return  'a  b'\n\n\nprint(f(1))"
+    compile(cleaned, "<test>", "exec")
+    with pytest.raises(TypeError, match="clean_code expects a str"):
+        D.clean_code(b"x")
+    source = D.course_splits("source").train
+    assert all("\n    " in doc for doc in source[:5])  # indentation survives
 
 
 def test_course_tokenizer_is_deterministic_and_round_trips():

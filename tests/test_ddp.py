@@ -1,6 +1,6 @@
-"""Data-parallel training (llmbook.ddp): 2 CPU ranks (gloo) equal one process.
+"""Data-parallel training (llmbook.train.ddp): 2 CPU ranks (gloo) equal one process.
 
-Each run is a real subprocess (``torchrun`` or plain ``python -m llmbook.ddp``) on a
+Each run is a real subprocess (``torchrun`` or plain ``python -m llmbook.train.ddp``) on a
 free port, a few seconds each. Tolerances: per-step losses within rel 1e-5 (observed
 about 1e-7: the two half-batch gradients are summed in another order than the full
 batch's), final weights within 1e-4 absolute (observed about 3e-6).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmbook.ddp import rank_slice, run_single, run_torchrun
+from llmbook.train.ddp import rank_slice, run_single, run_torchrun
 
 ARGS = ["--steps", "12", "--global-batch", "16", "--preset", "tiny"]
 

@@ -1,4 +1,4 @@
-"""llmbook.encoders: MiniLM attention maps and embeddings, fully offline.
+"""llmbook.model.encoders: MiniLM attention maps and embeddings, fully offline.
 
 Tolerances: attention rows sum to 1 within atol=1e-5 (float32 softmax); maps of a text
 run alone and inside a padded batch agree within atol=1e-5 (the padded keys get zero
@@ -12,7 +12,7 @@ import types
 import pytest
 import torch
 
-from llmbook.encoders import (
+from llmbook.model.encoders import (
     MINILM_MAX_LENGTH,
     attention_maps,
     embed,

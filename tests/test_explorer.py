@@ -1,4 +1,4 @@
-"""llmbook.explorer: what the widgets draw is exactly the slice asked for."""
+"""llmbook.viz.explorer: what the widgets draw is exactly the slice asked for."""
 
 import math
 
@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from llmbook.explorer import (  # noqa: E402
+from llmbook.viz.explorer import (  # noqa: E402
     AttentionExplorer,
     entropy,
     softmax_with_temperature,
@@ -130,7 +130,7 @@ def test_explorer_index_errors_name_the_valid_range(explorer):
 
 
 def test_explorer_on_real_minilm_maps():
-    encoders = pytest.importorskip("llmbook.encoders")
+    encoders = pytest.importorskip("llmbook.model.encoders")
     sentences = ["The cat sat.", "It was late and it rained."]
     maps = encoders.attention_maps(sentences)
     explorer = AttentionExplorer(maps, sentences)

@@ -5,7 +5,8 @@
 (b) nothing leaks into the student notebook: no hidden test, no solution line;
 (c) grading through llmbook.grading: the solution scores full marks, the untouched
     notebook zero, typical wrong answers partial credit, and a broken submission
-    becomes an "error" row without costing the others theirs;
+    becomes an "error" row without costing the others theirs; the autograder zip
+    carries the reference values and a Gradescope environment that installs;
 (d) the student notebook alone, in a kernel whose working directory holds nothing
     else (as on Colab), makes grader.check work.
 
@@ -29,12 +30,28 @@ import pytest
 from nbclient import NotebookClient
 
 from llmbook import grading
+from llmbook.grading import bundle as grading_bundle
+from llmbook.grading import sandbox
+from llmbook.grading.grade import GradeOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import build_labs  # noqa: E402
 
 MASTERS = build_labs.masters()
+
+
+def sandbox_works() -> bool:
+    try:
+        sandbox.check_sandbox()
+    except sandbox.SandboxUnavailable:
+        return False
+    return True
+
+
+# The lab self-tests check the labs, not the sandbox (tests/test_grading_attacks.py
+# does): without bubblewrap they grade unsandboxed, which is fine for our own notebooks.
+UNSAFE = not sandbox_works()
 SOLUTION_MARKERS = ("# BEGIN SOLUTION", "# END SOLUTION")
 
 # Typical wrong answers, planted into the solution: lab -> name -> (question that must
@@ -203,9 +220,8 @@ def lab(request, tmp_path_factory) -> Lab:
     master = request.param
     build = build_labs.build_lab(master, tmp_path_factory.mktemp(master.stem))
     student = nbformat.reads(build.files[master.name].decode(), as_version=4)
-    return Lab(
-        master, build, student, grading.autograder_questions(build.autograder_zip)
-    )
+    questions = grading_bundle.load_bundle(build.autograder_zip).questions
+    return Lab(master, build, student, questions)
 
 
 @pytest.fixture(scope="module")
@@ -219,9 +235,8 @@ def graded(lab, tmp_path_factory) -> tuple[dict[str, dict], Path]:
         nbformat.write(answered(lab, (old, new)), subs / f"planted_{name}.ipynb")
     (subs / "corrupt.ipynb").write_text('{"cells": [', encoding="utf-8")
     out = subs.parent / f"{lab.name}-grades.csv"
-    rows = grading.grade_submissions(
-        lab.build.autograder_zip, subs, out, timeout=240, workers=2
-    )
+    options = GradeOptions(timeout=240, workers=2, unsafe=UNSAFE)
+    rows = grading.grade_submissions(lab.build.autograder_zip, subs, out, options)
     return {Path(r["file"]).stem: r for r in rows}, out
 
 
@@ -353,18 +368,70 @@ def test_corrupt_notebook_is_an_error_row_and_the_others_survive(graded):
     assert on_disk["solution"]["status"] == "ok"
 
 
-def test_timeout_is_an_error_row(lab, tmp_path):
+def test_timeout_keeps_the_questions_checked_before_it(lab, tmp_path):
     nb = answered(lab)
     nb.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
-    nbformat.write(nb, tmp_path / "forever.ipynb")
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nbformat.write(nb, subs / "forever.ipynb")
+    options = GradeOptions(timeout=15, unsafe=UNSAFE)
     [row] = grading.grade_submissions(
-        lab.build.autograder_zip, tmp_path, tmp_path / "out.csv", timeout=6
+        lab.build.autograder_zip, subs, tmp_path / "out.csv", options
     )
-    assert row["status"] == "error" and "timed out after 6 s" in row["error"], row
+    assert row["status"] == "incomplete", row
+    assert "used up its 15 s of CPU time" in row["error"], row
+    assert row["total"] > 0, "the questions checked before the loop keep their points"
+
+
+def test_autograder_zip_has_reference_values(lab):
+    b = grading_bundle.load_bundle(lab.build.autograder_zip)
+    tests = [t for ts in b.tests.values() for t in ts]
+    assert sorted(b.reference) == sorted(t.name for t in tests)
+    for (
+        t
+    ) in tests:  # only a test whose asserts all sit in a failure branch records none
+        if not all(site.fail for site in b.sites[t.name]):
+            assert b.reference[t.name]["asserts"], f"{t.name} recorded no assert"
+
+
+def pins(text: str) -> dict[str, str]:
+    """name -> version of the `name==version` lines (extras dropped)."""
+    found = {}
+    for line in text.splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if "==" in spec:
+            name, version = spec.split("==", 1)
+            found[name.split("[", 1)[0].strip().lower()] = version.strip()
+    return found
+
+
+def test_gradescope_environment_installs_the_pinned_cpu_stack(lab):
+    with zipfile.ZipFile(lab.build.autograder_zip) as zf:
+        files = {n: zf.read(n).decode() for n in zf.namelist() if "/" not in n}
+    requirements, setup = files["requirements.txt"], files["setup.sh"]
+    ours = pins((ROOT / "requirements.txt").read_text())
+    shipped = pins(requirements)
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in requirements
+    assert shipped["torch"] == ours["torch"], "the zip must pin the tested torch"
+    for name in ("numpy", "transformers", "safetensors", "otter-grader", "ipykernel"):
+        assert shipped[name] == ours[name], name
+    assert all(ours.get(n) == v for n, v in shipped.items()), "a pin differs"
+    assert "pytest" not in shipped and "jupyter-book" not in shipped
+    assert files["constraints.txt"] == (ROOT / "constraints.txt").read_text()
+    assert "python=3.11" in setup and "python=3.11" in files["environment.yml"]
+    assert "-n otter-env" in setup, "otter's run_autograder activates otter-env"
+    assert (
+        "-r /autograder/source/requirements.txt -c /autograder/source/constraints.txt"
+        in setup
+    )
+    assert "llmbook @ git+https://github.com/llmbook/llmbook@main" in setup
+    assert "/root/miniforge3" in setup and "/root/miniforge3" in files["run_autograder"]
 
 
 def test_cli_reports_missing_autograder_and_empty_folder(lab, tmp_path, capsys):
     args = ["--submissions", str(tmp_path), "--out", str(tmp_path / "g.csv")]
+    if UNSAFE:
+        args.append("--unsafe-no-sandbox")
     assert grading.main(["--autograder", str(tmp_path / "nope.zip"), *args]) == 2
     assert "autograder zip not found" in capsys.readouterr().err
     assert grading.main(["--autograder", str(lab.build.autograder_zip), *args]) == 2

@@ -1,4 +1,4 @@
-"""llmbook.ngram.NGramLM agrees with nltk.lm on small random corpora.
+"""llmbook.data.ngram.NGramLM agrees with nltk.lm on small random corpora.
 
 Both models are fed the same padded everygrams (n - 1 start symbols, one end symbol)
 and the same vocabulary, so every probability must agree. Tolerance: 1e-12 absolute
@@ -14,7 +14,7 @@ import pytest
 from nltk.lm import MLE, KneserNeyInterpolated, Laplace, Lidstone
 from nltk.util import everygrams
 
-from llmbook.ngram import EOS, UNK, NGramLM, pad
+from llmbook.data.ngram import EOS, UNK, NGramLM, pad
 
 ORDERS = [1, 2, 3, 4]
 
@@ -117,10 +117,48 @@ def test_errors_name_the_problem():
 
 
 def test_recorded_baseline_is_reproducible():
-    from llmbook.baselines import NGRAM_BASELINE, ngram_baseline_perplexity
+    from llmbook.data.baselines import NGRAM_BASELINE, ngram_baseline_perplexity
 
     measured = ngram_baseline_perplexity()
     assert measured == pytest.approx(NGRAM_BASELINE["perplexity"], rel=1e-6), (
         f"the recorded n-gram baseline is stale: recomputed {measured!r}; update "
         "NGRAM_BASELINE in src/llmbook/baselines.py (and the chapters that quote it)"
     )
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_with_smoothing_equals_a_fresh_fit(order):
+    rng = random.Random(order)
+    train = [
+        [rng.randrange(12) for _ in range(rng.randrange(1, 30))] for _ in range(40)
+    ]
+    held = [[rng.randrange(14) for _ in range(rng.randrange(1, 20))] for _ in range(8)]
+    base = NGramLM(order, "mle").fit(train)
+    for smoothing, kwargs in [("laplace", {}), ("add_k", {"k": 0.3}),
+                              ("kneser_ney", {"discount": 0.6}),
+                              ("kneser_ney", {"discount": 0.75, "uniform": 16})]:  # fmt: skip
+        fresh = NGramLM(order, smoothing, **kwargs).fit(train)
+        shared = base.with_smoothing(smoothing, **kwargs)
+        assert shared.perplexity(held) == pytest.approx(
+            fresh.perplexity(held), rel=1e-12
+        )
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        base.with_smoothing("witten_bell")
+
+
+def test_uniform_floor_makes_unseen_tokens_finite_and_sums_to_one():
+    train = [[1, 2, 3, 1, 2], [2, 3, 1]]
+    plain = NGramLM(3, "kneser_ney").fit(train)
+    floored = NGramLM(3, "kneser_ney", uniform=10).fit(train)
+    assert plain.perplexity([[1, 9]]) == float("inf")  # 9 was never seen
+    assert math.isfinite(floored.perplexity([[1, 9]]))
+    # over the 10 tokens the floor spreads over (1, 2, 3, </s>, the <s> that nltk's
+    # conventions count as a continuation, and five unseen ones, each scored as
+    # <UNK>), the distribution after any context sums to 1
+    seen = [1, 2, 3, "</s>", "<s>"]
+    for context in [(), (1,), (2, 3), (7, 8)]:
+        total = sum(floored.prob(w, context) for w in seen)
+        total += (10 - len(seen)) * floored.prob(99, context)
+        assert total == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="uniform"):
+        NGramLM(3, "laplace", uniform=10)

@@ -1,4 +1,4 @@
-"""llmbook.objectives against PyTorch and Hugging Face.
+"""llmbook.train.objectives against PyTorch and Hugging Face.
 
 * ``causal_lm_loss`` equals ``F.cross_entropy`` (float32 within 1e-6, float64
   within 1e-12) and the loss Hugging Face's ``GPT2LMHeadModel`` returns for
@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmbook.objectives import (
+from llmbook.train.objectives import (
     IGNORE_INDEX,
     causal_lm_loss,
     mask_tokens,

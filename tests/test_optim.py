@@ -1,7 +1,7 @@
-"""llmbook.optim against torch.optim, transformers' schedule and torch's clipping.
+"""llmbook.train.optim against torch.optim, transformers' schedule and torch's clipping.
 
 The optimisers are compared step by step with ``torch.optim.SGD`` / ``Adam`` /
-``AdamW`` on a tiny ``llmbook.transformer.GPT`` trained for 25 steps on seeded random
+``AdamW`` on a tiny ``llmbook.model.GPT`` trained for 25 steps on seeded random
 token batches (batch 3, odd length 7). Both copies start from the same weights and see
 the same batches, so any difference is floating-point rounding: the tolerance is
 ATOL = 1e-6 on every parameter after every step (measured: at most 3e-7).
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmbook import optim
-from llmbook.transformer import GPT, GPTConfig
+from llmbook.model import GPT, GPTConfig
+from llmbook.train import optim
 
 ATOL = 1e-6
 STEPS = 25

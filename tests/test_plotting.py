@@ -1,4 +1,4 @@
-"""llmbook.plotting: the heatmaps show exactly the weights passed in, with labels."""
+"""llmbook.viz.plotting: the heatmaps show exactly the weights passed in, with labels."""
 
 import matplotlib
 
@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from llmbook.plotting import plot_attention, plot_heads  # noqa: E402
+from llmbook.viz.plotting import plot_attention, plot_heads  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

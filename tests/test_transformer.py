@@ -1,14 +1,16 @@
-"""llmbook.transformer against reference implementations.
+"""llmbook.model against reference implementations.
 
 References and tolerances (float32, seeded random inputs, batch > 1, odd lengths):
 
-* ``LayerNorm`` vs ``torch.nn.LayerNorm``: atol 1e-5 (rtol 0);
 * ``EncoderBlock`` vs ``torch.nn.TransformerEncoderLayer`` and ``DecoderBlock`` vs
   ``torch.nn.TransformerDecoderLayer`` (post-LN and ``norm_first``; with and without
   padding masks), same weights: atol 1e-5;
 * ``GPT.from_hf_gpt2`` vs a randomly initialised Hugging Face ``GPT2LMHeadModel``
   (built locally, nothing downloaded): logits within atol 1e-5;
 * ``xavier_uniform_`` / ``he_normal_`` vs ``torch.nn.init``: sample std within 3%.
+
+LayerNorm, the feed-forward network, the sinusoidal table and RoPE are tested in
+``tests/test_layers.py``.
 """
 
 import math
@@ -17,22 +19,18 @@ import pytest
 import torch
 from torch import nn
 
-from llmbook.attention import padding_mask
-from llmbook.transformer import (
+from llmbook.model import (
     GPT,
     DecoderBlock,
     EncoderBlock,
     EncoderDecoder,
-    FeedForward,
     GPTConfig,
-    LayerNorm,
-    apply_rope,
     count_parameters,
     he_normal_,
     init_gpt2_,
-    sinusoidal_positions,
     xavier_uniform_,
 )
+from llmbook.model.attention import padding_mask
 
 ATOL = 1e-5
 
@@ -49,61 +47,6 @@ def gen(request):
 
 def randn(gen, *shape):
     return torch.randn(*shape, generator=gen)
-
-
-# --- building blocks ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_layer_norm_matches_torch(gen, bias):
-    ref = nn.LayerNorm(24, eps=1e-5, bias=bias)
-    with torch.no_grad():
-        ref.weight.copy_(randn(gen, 24))
-        if bias:
-            ref.bias.copy_(randn(gen, 24))
-    ours = LayerNorm(24, eps=1e-5, bias=bias)
-    ours.load_state_dict(ref.state_dict())
-    x = randn(gen, 3, 7, 24) * 5 + 2
-    close(ours(x), ref(x))
-
-
-def test_layer_norm_rejects_wrong_size():
-    with pytest.raises(ValueError, match="last dim 8"):
-        LayerNorm(8)(torch.randn(2, 3, 5))
-
-
-def test_feed_forward_uses_tanh_gelu_by_default(gen):
-    ff = FeedForward(8, 32)
-    x = randn(gen, 2, 5, 8)
-    h = ff.fc1(x)
-    tanh_gelu = (
-        0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
-    )
-    close(ff(x), ff.fc2(tanh_gelu))
-    with pytest.raises(ValueError, match="activation must be one of"):
-        FeedForward(8, 32, activation="swish")
-
-
-def test_sinusoidal_positions_formula():
-    pe = sinusoidal_positions(11, 6)
-    assert pe.shape == (11, 6)
-    p = 7  # dims 4 and 5 share the frequency 10000^(-4/6)
-    close(pe[p, 4], torch.tensor(math.sin(p / 10000 ** (4 / 6))))
-    close(pe[p, 5], torch.tensor(math.cos(p / 10000 ** (4 / 6))))
-    with pytest.raises(ValueError, match="even d"):
-        sinusoidal_positions(4, 5)
-
-
-def test_rope_scores_depend_only_on_relative_position(gen):
-    q, k = randn(gen, 1, 16), randn(gen, 1, 16)
-
-    def score(m, n):
-        return apply_rope(q, torch.tensor([m])) @ apply_rope(k, torch.tensor([n])).T
-
-    close(score(3, 1), score(12, 10))
-    close(score(0, 5), score(20, 25))
-    close(apply_rope(q, torch.tensor([0])), q)  # position 0 is not rotated
-    assert apply_rope(q, torch.tensor([5])).norm() == pytest.approx(q.norm().item())
 
 
 # --- blocks vs PyTorch ----------------------------------------------------------------

@@ -30,6 +30,12 @@ if "google.colab" in sys.modules:
         [sys.executable, "-m", "pip", "install", "-q", "{spec}"],
         check=True,
     )
+    from importlib.metadata import version
+
+    old = sys.modules.get("transformers")  # imported before this cell, then upgraded?
+    if old is not None and old.__version__ != version("transformers"):
+        raise SystemExit("transformers was upgraded after it was imported: choose "
+                         "Runtime > Restart session, then run this cell again")
 
 from llmbook.utils import setup
 

@@ -19,9 +19,12 @@ import os
 import platform
 import random
 import sys
+import warnings
 
 import numpy as np
 import torch
+
+from llmbook import __version__
 
 __all__ = [
     "in_colab",
@@ -149,8 +152,6 @@ def versions() -> dict[str, str]:
         strings (``"not installed"`` when missing), plus ``"cuda"``, the name of GPU 0,
         when CUDA is available.
     """
-    from llmbook import __version__
-
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -195,7 +196,8 @@ def setup(seed: int = 0, quiet: bool = False) -> torch.device:
     Sets ``HF_HUB_DISABLE_PROGRESS_BARS=1``, ``TOKENIZERS_PARALLELISM=false`` (unless
     set), ``HF_HUB_OFFLINE=1`` (unless set, and not on Colab; the course's default path never
     downloads),
-    and the transformers log level to errors; then calls :func:`seed_everything` and
+    the transformers log level to errors, and ignores ``UserWarning`` and
+    ``FutureWarning`` (library notices that are not the lesson); then calls :func:`seed_everything` and
     :func:`get_device`. Unless ``quiet``, prints one line such as
     ``llmbook 0.1.0 | torch 2.13.0 | transformers 5.23.0 | device cpu | seed 0``.
 
@@ -203,6 +205,9 @@ def setup(seed: int = 0, quiet: bool = False) -> torch.device:
         The chosen ``torch.device``.
     """
     _quiet_hugging_face()
+    # Library warnings (deprecations, "this API will change") are not the lesson.
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     seed_everything(seed)
     device = get_device()
     if not quiet:

@@ -1,41 +1,44 @@
-"""Small, offline text corpora built from what Python itself ships.
+"""The course's text: a fixed snapshot of what Python itself ships.
 
 The course needs text to tokenize, count, embed and train on, and it must not depend on
-the network: every notebook has to run offline, on a laptop, and in CI. So the default
-corpora are assembled from the standard library of the Python interpreter that runs
-the notebook. Nothing is downloaded and nothing is bundled with ``llmbook``.
+the network: every notebook has to run offline, on a laptop, in Colab and in CI, and
+give the same numbers everywhere. So the corpora were assembled once from the standard
+library of CPython 3.11.7 and ship with the package as one compressed file
+(``corpus-snapshot.json.gz``, about 1.3 MB) whose SHA-256 is checked on every load.
+Every Python version and platform therefore sees exactly the same documents, splits and
+tokens. ``tools/make_corpus_snapshot.py`` rebuilds the file from a running interpreter
+(the functions below that start with ``build_``).
 
 Corpora (pass the name to :func:`load_corpus`):
 
 ``"docstrings"``
     English prose with a technical flavour: the docstrings of a fixed allow-list of
     standard-library modules (:data:`STDLIB_MODULES`) and of their public classes,
-    functions and methods, cleaned with :func:`inspect.cleandoc`. They are read from
+    functions and methods, cleaned with :func:`inspect.cleandoc`. They were read from
     the modules' source files with :mod:`ast` (not by introspecting the imported
     objects), so the corpus cannot change when another library monkeypatches the
-    standard library (``torch`` replaces ``inspect.getfile``, ``transformers`` adds
-    methods to ``logging.Logger``) and does not depend on the platform. Docstrings
-    that exist only in C accelerator modules are therefore not included.
+    standard library.
 ``"topics"``
     The help-topic texts that ``help()`` shows for keywords and language topics (for
-    example ``help("with")``), taken from the dict ``pydoc_data.topics.topics``: one
-    document per topic, in key order. These are long, prose-heavy extracts of the
-    Python Language Reference.
+    example ``help("with")``), from ``pydoc_data.topics.topics``: one document per
+    topic, in key order. Long, prose-heavy extracts of the Language Reference.
 ``"source"``
     Python code: the source file of each module in :data:`STDLIB_MODULES` (a package's
-    ``__init__.py``), read from disk, in module-name order.
+    ``__init__.py``), in module-name order.
+``"python"``
+    All three together (docstrings, then topics, then source): THE course corpus that
+    the course split, the course tokenizer, the n-gram baseline and the course's
+    models use.
 
-Provenance and license: all of this text is part of CPython, copyright the Python
-Software Foundation, and is distributed under the PSF License Agreement (the
+Provenance and license: all of this text is part of CPython 3.11.7, copyright the
+Python Software Foundation, and is distributed under the PSF License Agreement (the
 "Python Software Foundation License", see ``license()`` in any interpreter or
-https://docs.python.org/3/license.html). We use it unchanged apart from whitespace
-cleaning; nothing is redistributed by this package, since the text is read at run time
-from the user's own Python installation.
+https://docs.python.org/3/license.html), which permits redistribution with the
+copyright notice; :data:`LICENSE_NOTICE` is stored inside the snapshot. We use the
+text unchanged apart from whitespace cleaning of docstrings.
 
-Determinism: a corpus is a pure function of the Python version. Modules are visited
-in sorted name order and definitions in source order, and exact duplicates keep their
-first occurrence, so the same Python version returns the same list in the same order,
-on every machine and in every process. Results are cached in-process.
+Determinism: modules are visited in sorted name order and definitions in source
+order, and exact duplicates keep their first occurrence. Results are cached in-process.
 
 The opt-in :func:`load_hub_corpus` loads a dataset from the Hugging Face Hub instead;
 it needs the ``datasets`` package and internet access, and is never used by the
@@ -46,9 +49,13 @@ from __future__ import annotations
 
 import ast
 import functools
+import gzip
+import hashlib
 import importlib
 import inspect
+import json
 import os
+import sys
 import types
 import warnings
 from collections.abc import Iterable, Iterator
@@ -57,13 +64,32 @@ from pathlib import Path
 __all__ = [
     "CORPORA",
     "STDLIB_MODULES",
+    "SNAPSHOT_PATH",
+    "SNAPSHOT_SHA256",
+    "LICENSE_NOTICE",
     "load_corpus",
     "corpus_stats",
     "load_hub_corpus",
+    "build_documents",
+    "write_snapshot",
+    "stored_splits",
 ]
 
-#: Names accepted by :func:`load_corpus`.
-CORPORA: tuple[str, ...] = ("docstrings", "topics", "source")
+#: Names accepted by :func:`load_corpus`; "python" is the other three together.
+CORPORA: tuple[str, ...] = ("docstrings", "topics", "source", "python")
+#: The corpora stored in the snapshot ("python" is assembled from them).
+_STORED: tuple[str, ...] = ("docstrings", "topics", "source")
+
+#: The shipped snapshot and its SHA-256 (of the compressed file's bytes).
+SNAPSHOT_PATH = Path(__file__).resolve().parent / "corpus-snapshot.json.gz"
+SNAPSHOT_SHA256 = "a835b3c342a2f97efdc773d031cb6b7b31fd7fc4ba86891daad18ddb9ad59273"
+
+LICENSE_NOTICE = (
+    "Text from CPython 3.11.7 (docstrings, pydoc_data topics and source code of the "
+    "standard library). Copyright (c) 2001-2023 Python Software Foundation; All "
+    "Rights Reserved. Distributed under the PSF License Agreement: "
+    "https://docs.python.org/3/license.html"
+)
 
 #: Pure-Python standard-library modules that import quickly and without side effects
 #: (no output, no windows, no network, no optional C libraries such as ``_ssl``,
@@ -280,9 +306,12 @@ def _sources() -> Iterator[str]:
             yield source
 
 
-@functools.cache  # an unbounded functools.lru_cache
-def _documents(name: str) -> tuple[str, ...]:
-    """Every document of a corpus, cleaned and deduplicated, before length filtering."""
+def build_documents(name: str) -> tuple[str, ...]:
+    """Build a stored corpus from the RUNNING interpreter's standard library (used by
+    ``tools/make_corpus_snapshot.py``; the course itself reads the snapshot).
+
+    Every document, cleaned and deduplicated, before length filtering.
+    """
     if name == "docstrings":
         return _clean(_docstrings())
     if name == "topics":
@@ -290,7 +319,73 @@ def _documents(name: str) -> tuple[str, ...]:
     if name == "source":
         # Source files are kept verbatim: cleandoc would re-indent code.
         return tuple(dict.fromkeys(s for s in _sources() if s.strip()))
-    raise ValueError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)}")
+    raise ValueError(f"unknown corpus {name!r}: choose one of {', '.join(_STORED)}")
+
+
+def write_snapshot(
+    path: str | Path = SNAPSHOT_PATH,
+    splits: dict[str, dict[str, list[str]]] | None = None,
+) -> str:
+    """Write the snapshot of this interpreter's corpora; returns its SHA-256.
+
+    ``splits`` (corpus name -> {"train", "val", "test"} lists of cleaned documents)
+    stores the output of the course's split pipeline with the corpora, so that the
+    split never depends on the reader's Python (whose Unicode tables, used by
+    cleaning, change between versions). The file is gzip-compressed JSON with a
+    fixed timestamp: the same content always gives the same bytes and hash.
+    """
+    payload = {
+        "format": 1,
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "license": LICENSE_NOTICE,
+        "corpora": {name: list(build_documents(name)) for name in _STORED},
+        "splits": splits or {},
+    }
+    raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    data = gzip.compress(raw, compresslevel=9, mtime=0)
+    Path(path).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+@functools.cache
+def _payload() -> dict:
+    if not SNAPSHOT_PATH.is_file():
+        raise FileNotFoundError(
+            f"the corpus snapshot {SNAPSHOT_PATH} is missing: reinstall llmbook (the "
+            "file ships with the package)"
+        )
+    data = SNAPSHOT_PATH.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SNAPSHOT_SHA256:
+        raise RuntimeError(
+            f"the corpus snapshot {SNAPSHOT_PATH} is corrupt or was changed: its "
+            f"SHA-256 is {digest}, expected {SNAPSHOT_SHA256}; reinstall llmbook"
+        )
+    return json.loads(gzip.decompress(data))
+
+
+@functools.cache
+def _snapshot() -> dict[str, tuple[str, ...]]:
+    payload = _payload()
+    corpora = {name: tuple(payload["corpora"][name]) for name in _STORED}
+    corpora["python"] = corpora["docstrings"] + corpora["topics"] + corpora["source"]
+    return corpora
+
+
+@functools.cache
+def stored_splits(name: str) -> dict[str, tuple[str, ...]] | None:
+    """The course split of corpus ``name`` as stored in the snapshot (or None)."""
+    split = _payload()["splits"].get(name)
+    if split is None:
+        return None
+    return {part: tuple(split[part]) for part in ("train", "val", "test")}
+
+
+def _documents(name: str) -> tuple[str, ...]:
+    """Every document of a corpus, from the snapshot, before length filtering."""
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}: choose one of {', '.join(CORPORA)}")
+    return _snapshot()[name]
 
 
 # --- public API -----------------------------------------------------------------------
@@ -305,13 +400,15 @@ def load_corpus(
     """Load one of the built-in offline corpora as a list of documents.
 
     Args:
-        name: ``"docstrings"``, ``"topics"`` or ``"source"`` (see the module docstring).
+        name: ``"docstrings"``, ``"topics"``, ``"source"`` or ``"python"`` (all
+            three; see the module docstring).
         max_docs: keep only the first ``max_docs`` documents (None keeps all).
         min_chars: drop documents shorter than this many characters (after cleaning).
 
     Returns:
-        A new list of ``str`` documents, in the same order on every call and on every
-        machine with the same Python version. Exact duplicates are removed.
+        A new list of ``str`` documents, in the same order on every call, on every
+        machine and every Python version (read from the shipped snapshot). Exact
+        duplicates within a stored corpus are removed.
 
     Raises:
         ValueError: unknown ``name``, or a negative ``max_docs`` / ``min_chars``.
@@ -381,7 +478,7 @@ def load_hub_corpus(
     """
     if max_docs is not None and max_docs < 0:
         raise ValueError(f"max_docs must be None or >= 0, got {max_docs}")
-    fallback = "use llmbook.corpus.load_corpus() for the built-in offline corpora"
+    fallback = "use llmbook.data.load_corpus() for the built-in offline corpora"
     try:
         import datasets
     except ImportError as err:

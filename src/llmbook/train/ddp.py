@@ -1,7 +1,7 @@
 """Data-parallel pretraining: several processes, one model, one global batch.
 
 Each process (a *rank*) holds a full replica of the model. Every step, all ranks draw
-the same global batch from the same seeded :func:`~llmbook.pretrain.batch_iterator`
+the same global batch from the same seeded :func:`~llmbook.data.window_iterator`
 and keep their own contiguous slice of it; each computes the mean loss over its slice
 and calls ``backward``, during which ``DistributedDataParallel`` all-reduces the
 gradients and divides by the number of ranks. Every replica then holds the same
@@ -9,21 +9,21 @@ averaged gradient and takes the same AdamW step, so the replicas stay identical.
 
 When is that the single-process update on the whole global batch? When every slice
 has the same number of loss terms: the global batch divides evenly by the number of
-ranks and every block contributes the same number of targets (true for our packed
-blocks; not for padded batches with ignored labels). Then the mean of the per-rank
+ranks and every window contributes the same number of targets (true for our windows of
+fixed length; not for padded batches with ignored labels). Then the mean of the per-rank
 means is the global mean, and so are the gradients. Dropout is set to 0 here so the
 comparison is exact up to floating-point summation order, and every device trains in
 fp32 (no autocast) for the same reason.
 
 Run it with ``torchrun`` (gloo on the CPU, NCCL on CUDA GPUs)::
 
-    torchrun --nproc_per_node=2 -m llmbook.ddp --steps 20 --global-batch 16 \\
+    torchrun --nproc_per_node=2 -m llmbook.train.ddp --steps 20 --global-batch 16 \\
         --out losses.json
 
 or without ``torchrun`` (``WORLD_SIZE`` unset) as a single process on the whole
 global batch, the reference. ``--accelerate`` does the same training through
 Hugging Face ``accelerate.Accelerator``, which reads ``torchrun``'s environment (or
-use ``accelerate launch --num_processes 2 -m llmbook.ddp --accelerate ...``).
+use ``accelerate launch --num_processes 2 -m llmbook.train.ddp --accelerate ...``).
 
 From Python, :func:`run_torchrun` launches a run in a subprocess and returns the JSON
 that rank 0 wrote.
@@ -45,18 +45,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from accelerate import Accelerator
 from torch import Tensor, nn
 
-from llmbook.pretrain import (
-    PRESETS,
-    TrainConfig,
-    batch_iterator,
-    course_data,
-    evaluate_perplexity,
-    lm_loss,
-    lr_at,
-    make_optimizer,
-)
+from llmbook.data.batching import course_data, window_iterator
+from llmbook.model.gpt import GPT
+from llmbook.train.config import PRESETS, TrainConfig
+from llmbook.train.loop import evaluate_perplexity
+from llmbook.train.step import lr_at, make_optimizer, train_step
 
 __all__ = [
     "rank_slice",
@@ -94,21 +90,21 @@ def train_rank(
     *,
     rank: int = 0,
     world_size: int = 1,
-    backward: Callable[[Tensor], None] = Tensor.backward,
+    backward: Callable[[Tensor], None] | None = None,
     device: torch.device | str = "cpu",
 ) -> list[float]:
-    """The loop every rank runs; returns the global mean loss (nats) of each step."""
+    """The loop every rank runs; returns the global mean loss (nats) of each step.
+
+    Each step is :func:`~llmbook.train.step.train_step` on this rank's slice: the loss
+    is the mean over the slice only, and during ``backward`` DDP all-reduces and
+    averages the gradients over the ranks, so every rank takes the same update.
+    """
     losses = []
     for step in range(steps):
         batch = rank_slice(next(batches), rank, world_size).to(device)  # (B/W, L+1)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        loss = lm_loss(model, batch)  # mean over this rank's slice only
-        backward(loss)  # DDP: gradients all-reduced and averaged over the ranks here
-        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()  # same gradient on every rank -> same update
-        optimizer.zero_grad(set_to_none=True)
-        total = loss.detach().clone()
+        loss = train_step(model, optimizer, [batch], lr=lr_at(step, config),
+                          grad_clip=config.grad_clip, backward=backward)  # fmt: skip
+        total = loss.clone()
         if world_size > 1:
             dist.all_reduce(total)  # sum of the per-rank means (gloo has no AVG)
         losses.append(total.item() / world_size)
@@ -122,7 +118,7 @@ def train_rank(
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m llmbook.ddp",
+        prog="python -m llmbook.train.ddp",
         description="Data-parallel pretraining of a small course GPT (run under "
         "torchrun for several ranks; without it, one process is the reference).",
     )
@@ -148,16 +144,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    overrides: dict[str, Any] = {
-        "dropout": 0.0,  # no randomness in the forward pass: exact comparison
-        "batch_size": args.global_batch,
-        "max_steps": args.steps,
-        "warmup_steps": min(PRESETS[args.preset].warmup_steps, args.steps),
-        "seed": args.seed,
-    }
+    model: dict[str, Any] = {"dropout": 0.0}  # no randomness in the forward pass
     if args.d_model is not None:
-        overrides["d_model"] = args.d_model
-    return TrainConfig.from_dict({**PRESETS[args.preset].to_dict(), **overrides})
+        model["d_model"] = args.d_model
+    return PRESETS[args.preset].replace(
+        model=model,
+        batch_size=args.global_batch,
+        max_steps=args.steps,
+        warmup_steps=min(PRESETS[args.preset].warmup_steps, args.steps),
+        seed=args.seed,
+    )
 
 
 def _check_same_weights(model: nn.Module) -> None:
@@ -195,17 +191,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     if not use_cuda:
         torch.set_num_threads(args.threads)
     config = _config(args)
-    data = course_data(config.context_length, config.vocab_size, config.corpus)
+    data = course_data(config.model.vocab_size, config.corpus)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    from llmbook.transformer import GPT
-
-    model = GPT(config.model_config())
+    model = GPT(config.model)
     t0 = time.perf_counter()
-    batches = batch_iterator(data.train_blocks, args.global_batch, config.seed)
+    batches = window_iterator(
+        data.train_stream, config.model.context_length, args.global_batch, config.seed
+    )  # every rank draws the same global batch and keeps its slice
 
     if args.accelerate:
-        from accelerate import Accelerator
-
         accelerator = Accelerator(cpu=not use_cuda)
         device = accelerator.device
         world_size, rank = accelerator.num_processes, accelerator.process_index
@@ -249,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             "global_batch": args.global_batch,
             "per_rank_batch": args.global_batch // world_size,
             "steps": args.steps,
-            "d_model": config.d_model,
+            "d_model": config.model.d_model,
             "loss": losses,
             "seconds": round(seconds, 3),
             "device": str(device),
@@ -297,7 +291,7 @@ def _launch(
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
             "PYTHONWARNINGS": "ignore",
         }
-        command = [sys.executable, *prefix, "-m", "llmbook.ddp", *args]
+        command = [sys.executable, *prefix, "-m", "llmbook.train.ddp", *args]
         try:
             proc = subprocess.run(command, capture_output=True, text=True,
                                   timeout=timeout, env=env)  # fmt: skip
@@ -318,7 +312,7 @@ def _launch(
 def run_torchrun(
     nproc: int, args: Sequence[str] = (), timeout: float = 120
 ) -> dict[str, Any]:
-    """Run ``torchrun --nproc_per_node=nproc -m llmbook.ddp ARGS`` and return rank
+    """Run ``torchrun --nproc_per_node=nproc -m llmbook.train.ddp ARGS`` and return rank
     0's JSON results (a temporary ``--out`` file is used unless ``args`` has one).
 
     The rendezvous uses a free local port, so concurrent runs (parallel test
@@ -334,7 +328,7 @@ def run_torchrun(
 
 
 def run_single(args: Sequence[str] = (), timeout: float = 120) -> dict[str, Any]:
-    """Run ``python -m llmbook.ddp ARGS`` (no torchrun: one process on the whole
+    """Run ``python -m llmbook.train.ddp ARGS`` (no torchrun: one process on the whole
     global batch, the reference) and return its JSON results."""
     return _launch([], args, timeout, "single-process run")
 

@@ -33,9 +33,14 @@ Smoothing (``smoothing=``):
     ``T(h)`` is the number of distinct words seen after ``h`` and ``h'`` drops the
     oldest token of ``h``; lower orders replace counts by continuation counts
     (the number of distinct left neighbours), and the unigram level is the
-    continuation distribution ``N1+(. w) / N1+(. .)``, with no uniform floor: a token
-    never seen after another token gets probability 0 (perplexity ``inf``), as in
-    nltk. An unseen context passes all its mass to the lower order. Needs order >= 2.
+    continuation distribution ``N1+(. w) / N1+(. .)``, with no uniform floor by
+    default: a token never seen after another token gets probability 0 (perplexity
+    ``inf``), as in nltk. With ``uniform=V`` the unigram level is discounted too and
+    interpolated with the uniform distribution over the V tokens the model predicts
+    (Chen and Goodman's recursion ends there): ``max(N1+(. w) - d, 0) / N1+(. .) +
+    d T / N1+(. .) / V``, with T the number of distinct continuation words, so an
+    unseen token keeps a small probability and perplexity stays finite. An unseen
+    context passes all its mass to the lower order. Needs order >= 2.
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class NGramLM:
         smoothing: one of :data:`SMOOTHINGS` (see the module docstring).
         k: the pseudo-count of ``"add_k"`` (``"laplace"`` forces 1).
         discount: the absolute discount d of ``"kneser_ney"``, in [0, 1].
+        uniform: ``"kneser_ney"`` only: the number V of tokens the model predicts
+            over (a tokenizer's vocabulary size); the unigram level is then mixed
+            with the uniform distribution 1/V, so no token has probability 0.
 
     Example::
 
@@ -88,6 +96,7 @@ class NGramLM:
         *,
         k: float = 1.0,
         discount: float = 0.75,
+        uniform: int | None = None,
     ) -> None:
         if not isinstance(order, int) or order < 1:
             raise ValueError(f"order must be an int >= 1, got {order!r}")
@@ -104,10 +113,15 @@ class NGramLM:
             raise ValueError(f"k must be > 0, got {k}")
         if not 0 <= discount <= 1:
             raise ValueError(f"discount must be in [0, 1], got {discount}")
+        if uniform is not None and (not isinstance(uniform, int) or uniform < 1):
+            raise ValueError(f"uniform must be None or an int >= 1, got {uniform!r}")
+        if uniform is not None and smoothing != "kneser_ney":
+            raise ValueError("uniform applies to kneser_ney smoothing only")
         self.order = order
         self.smoothing = smoothing
         self.k = 1.0 if smoothing == "laplace" else float(k)
         self.discount = float(discount)
+        self.uniform = uniform
         self.vocab: set[Token] = set()
         self._fitted = False
 
@@ -144,6 +158,28 @@ class NGramLM:
         self._cache: dict[tuple, float] = {}
         self._fitted = True
         return self
+
+    def with_smoothing(
+        self,
+        smoothing: str,
+        *,
+        k: float = 1.0,
+        discount: float = 0.75,
+        uniform: int | None = None,
+    ) -> NGramLM:
+        """The same fitted counts under another smoothing, without counting again.
+
+        Returns a new model that shares this one's (read-only) count tables; the
+        arguments mean what they mean in the constructor. Comparing smoothings at one
+        order then costs one pass over the training data instead of one per method.
+        """
+        self._check_fitted()
+        other = NGramLM(self.order, smoothing, k=k, discount=discount, uniform=uniform)
+        for name in ("vocab", "_counts", "_totals", "_types", "_cont", "_cont_totals"):
+            setattr(other, name, getattr(self, name))
+        other._cache = {}
+        other._fitted = True
+        return other
 
     @property
     def vocab_size(self) -> int:
@@ -186,7 +222,13 @@ class NGramLM:
         d = self.discount
         if not context:  # continuation unigram
             total = self._cont_totals.get((), 0)
-            return self._cont.get((), {}).get(word, 0) / total if total else 0.0
+            count = self._cont.get((), {}).get(word, 0)
+            if self.uniform is None:
+                return count / total if total else 0.0
+            if total == 0:
+                return 1.0 / self.uniform
+            types = len(self._cont[()])
+            return max(count - d, 0.0) / total + d * types / total / self.uniform
         lower = self._kneser_ney(word, context[1:])
         if context not in self._counts:  # unseen context: alpha = 0, gamma = 1
             return lower

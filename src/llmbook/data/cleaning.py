@@ -1,43 +1,24 @@
-"""The course data pipeline: clean, deduplicate, split, tokenize, pack (Chapter 2).
+"""Cleaning and deduplication of documents (Chapter 2).
 
-Chapter 2 builds each step inline; this module holds the same code once so that later
-chapters can import it. The fixed course pipeline is::
-
-    load_corpus(name) -> clean_text -> deduplicate -> remove_near_duplicates
-                      -> split_documents -> course_tokenizer -> pack_blocks
-
-and is available in one call as :func:`course_splits` (documents) and
-:func:`course_tokenizer` (a byte-level BPE trained on the training split only).
-
-Everything here is deterministic: no step depends on Python's salted ``hash``, on the
-process, or on the machine, so the same Python version gives the same splits and the
-same tokenizer everywhere.
+``clean_text`` normalises Unicode and strips markup; ``deduplicate`` removes exact
+copies; MinHash with locality-sensitive hashing (``minhash_signatures``,
+``near_duplicates``, ``remove_near_duplicates``) removes near copies. All of it is
+deterministic: nothing depends on Python's salted ``hash`` or on the machine.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import html
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-
-from llmbook.corpus import load_corpus
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tokenizers import Tokenizer
 
 __all__ = [
-    "EOS_TOKEN",
-    "Splits",
     "clean_text",
+    "clean_code",
     "dedup_key",
     "deduplicate",
     "shingles",
@@ -45,18 +26,7 @@ __all__ = [
     "minhash_signatures",
     "near_duplicates",
     "remove_near_duplicates",
-    "split_documents",
-    "course_splits",
-    "train_hf_bpe",
-    "course_tokenizer",
-    "encode_docs",
-    "pack_blocks",
-    "BlockDataset",
-    "make_dataloader",
 ]
-
-#: The end-of-text token that separates documents (GPT-2's spelling).
-EOS_TOKEN = "<|endoftext|>"
 
 # --- cleaning ----------------------------------------------------------------------
 
@@ -131,6 +101,23 @@ def clean_text(text: str, *, form: str = "NFKC") -> str:
     text = re.sub(r"\n{3,}", "\n\n", text)
     # normalising again: unescaping and stripping can expose decomposed sequences
     return unicodedata.normalize(form, text).strip()
+
+
+def clean_code(text: str) -> str:
+    """Normalise a source file without touching what the code means.
+
+    Unicode NFC (composes accents only), control and zero-width characters removed
+    (tab and newline kept), trailing whitespace of every line removed, runs of more
+    than two blank lines shortened to two, leading and trailing blank lines dropped.
+    Indentation and everything inside a line stay as they are: unlike
+    :func:`clean_text`, this never collapses spaces, which in Python are syntax.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"clean_code expects a str, got {type(text).__name__}")
+    text = _CONTROL.sub("", unicodedata.normalize("NFC", text))
+    text = "\n".join(line.rstrip() for line in text.splitlines())
+    text = re.sub(r"\n{4,}", "\n\n\n", text)
+    return text.strip("\n")
 
 
 # --- exact deduplication -----------------------------------------------------------
@@ -297,205 +284,3 @@ def remove_near_duplicates(
         ri, rj = find(i), find(j)
         parent[max(ri, rj)] = min(ri, rj)  # the earliest document is the root
     return [doc for i, doc in enumerate(docs) if find(i) == i]
-
-
-# --- document-level splits ---------------------------------------------------------
-
-
-@dataclass
-class Splits:
-    """Train/validation/test lists of documents."""
-
-    train: list[str] = field(default_factory=list)
-    val: list[str] = field(default_factory=list)
-    test: list[str] = field(default_factory=list)
-
-    def sizes(self) -> dict[str, int]:
-        """Number of documents per split."""
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
-
-
-def _unit_hash(doc: str, seed: int) -> float:
-    """A stable pseudo-random number in [0, 1) determined by (seed, document text)."""
-    digest = hashlib.blake2b(f"{seed}\x00{doc}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def split_documents(
-    docs: Iterable[str],
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
-    seed: int = 0,
-) -> Splits:
-    """Assign whole documents to train/val/test by a stable hash of their text.
-
-    Each document goes to the split whose cumulative-fraction interval contains
-    ``blake2b(seed, text)`` mapped to [0, 1). So the assignment of a document depends
-    on nothing but its own text and ``seed``: adding or removing other documents never
-    moves it, identical texts always land in the same split (no leakage by
-    duplication), and input order is kept within each split. Split sizes are
-    therefore only approximately proportional to ``fractions``.
-    """
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or min(fractions) < 0:
-        raise ValueError(f"fractions must be 3 non-negative numbers, got {fractions}")
-    if abs(sum(fractions) - 1.0) > 1e-9:
-        raise ValueError(f"fractions must sum to 1, got {sum(fractions)}")
-    train_end, val_end = fractions[0], fractions[0] + fractions[1]
-    splits = Splits()
-    for doc in docs:
-        u = _unit_hash(doc, seed)
-        target = splits.train if u < train_end else splits.val if u < val_end else None
-        (target if target is not None else splits.test).append(doc)
-    return splits
-
-
-@functools.cache
-def _course_splits(corpus: str) -> tuple[tuple[str, ...], ...]:
-    docs = [clean_text(d) for d in load_corpus(corpus)]
-    docs = deduplicate(docs)
-    docs = remove_near_duplicates(docs)
-    s = split_documents(docs)
-    return tuple(s.train), tuple(s.val), tuple(s.test)
-
-
-def course_splits(corpus: str = "docstrings") -> Splits:
-    """THE fixed course split of a built-in corpus (cached in-process).
-
-    ``load_corpus(corpus)`` -> :func:`clean_text` -> :func:`deduplicate` ->
-    :func:`remove_near_duplicates` (threshold 0.8, 64 permutations, character
-    5-grams) -> :func:`split_documents` with fractions (0.8, 0.1, 0.1), seed 0.
-    Returns fresh lists on every call, so callers may modify them.
-    """
-    train, val, test = _course_splits(corpus)
-    return Splits(list(train), list(val), list(test))
-
-
-# --- tokenizer ------------------------------------------------------------------------
-
-
-def train_hf_bpe(
-    texts: Iterable[str],
-    vocab_size: int,
-    special_tokens: Sequence[str] = (EOS_TOKEN,),
-) -> Tokenizer:
-    """A byte-level BPE trained with Hugging Face ``tokenizers`` (GPT-2 style).
-
-    Pre-tokenisation is GPT-2's regex with ``add_prefix_space=False``; the initial
-    alphabet is all 256 bytes, so any text can be encoded (no unknown tokens);
-    ``vocab_size`` counts the special tokens, the 256 bytes and the merges.
-    Deterministic: the trainer breaks ties between equally frequent pairs by their
-    token ids.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(special_tokens),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(list(texts), trainer=trainer)
-    return tokenizer
-
-
-@functools.cache
-def _course_tokenizer(vocab_size: int, corpus: str) -> str:
-    return train_hf_bpe(course_splits(corpus).train, vocab_size).to_str()
-
-
-def course_tokenizer(vocab_size: int = 2048, corpus: str = "docstrings") -> Tokenizer:
-    """THE course tokenizer: byte-level BPE trained on ``course_splits().train`` only.
-
-    Validation and test documents are never seen in training, so their statistics
-    (for example the tokens per character) are honest held-out numbers. Special
-    token: ``<|endoftext|>`` (id 0). Cached in-process; each call returns a new
-    ``tokenizers.Tokenizer`` object, so changing one (e.g. enabling padding) does
-    not affect others.
-    """
-    if vocab_size < 257:
-        raise ValueError(
-            f"vocab_size must be >= 257 (256 bytes + EOS), got {vocab_size}"
-        )
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_str(_course_tokenizer(vocab_size, corpus))
-
-
-def encode_docs(tokenizer: Tokenizer, docs: Sequence[str]) -> list[list[int]]:
-    """Token ids of each document (no special tokens added)."""
-    return [e.ids for e in tokenizer.encode_batch(list(docs), add_special_tokens=False)]
-
-
-# --- packing and loading ---------------------------------------------------------------
-
-
-def pack_blocks(
-    token_lists: Iterable[Sequence[int]], context_length: int, eos_id: int
-) -> torch.Tensor:
-    """Concatenate documents (each followed by ``eos_id``) and cut fixed-length blocks.
-
-    The stream ``doc0 EOS doc1 EOS ...`` is cut into consecutive windows of
-    ``context_length + 1`` tokens that overlap by one token (block ``i`` is
-    ``stream[i*L : i*L + L + 1]``), so that every token after the first is a
-    prediction target exactly once. The incomplete tail is dropped.
-
-    Returns:
-        ``torch.long`` tensor of shape ``(n_blocks, context_length + 1)``.
-
-    Raises:
-        ValueError: ``context_length < 1``, or too few tokens for one block.
-    """
-    if context_length < 1:
-        raise ValueError(f"context_length must be >= 1, got {context_length}")
-    stream: list[int] = []
-    for ids in token_lists:
-        stream.extend(ids)
-        stream.append(eos_id)
-    n_blocks = (len(stream) - 1) // context_length
-    if n_blocks < 1:
-        raise ValueError(
-            f"{len(stream)} tokens (with EOS) are too few for one block of "
-            f"context_length + 1 = {context_length + 1}"
-        )
-    data = torch.tensor(stream[: n_blocks * context_length + 1], dtype=torch.long)
-    return data.unfold(0, context_length + 1, context_length).contiguous()
-
-
-class BlockDataset(Dataset):
-    """``(x, y)`` pairs from packed blocks: ``x = block[:-1]``, ``y = block[1:]``."""
-
-    def __init__(self, blocks: torch.Tensor) -> None:
-        if blocks.ndim != 2 or blocks.shape[1] < 2:
-            raise ValueError(
-                f"blocks must have shape (n_blocks, context_length + 1) with "
-                f"context_length >= 1, got {tuple(blocks.shape)}"
-            )
-        self.blocks = blocks
-
-    def __len__(self) -> int:
-        return self.blocks.shape[0]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        block = self.blocks[i]
-        return block[:-1], block[1:]
-
-
-def make_dataloader(
-    blocks: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0
-) -> DataLoader:
-    """A ``DataLoader`` of ``(x, y)``, each ``(batch, context_length)`` long tensors.
-
-    Shuffling uses its own ``torch.Generator`` seeded with ``seed``, so the batch
-    order is reproducible and independent of the global RNG. The last batch may be
-    smaller.
-    """
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
-        BlockDataset(blocks),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-    )

@@ -9,7 +9,7 @@ JSON (integers, rounded to ``decimals`` places), so the view needs no network ac
 and no running kernel: it works the same in Jupyter, in Colab and on the static pages
 of the book, where ``ipywidgets`` cannot run.
 
-``AttentionExplorer`` (``llmbook.explorer``) stays the tool for live recomputation;
+``AttentionExplorer`` (``llmbook.viz.explorer``) stays the tool for live recomputation;
 this view only shows what was computed.
 
 Hooks for scripts and tests (all inside the element with ``id == view.element_id``):
@@ -141,7 +141,7 @@ def attention_view(
             tensor, numpy array or nested lists. ``(n_heads, n_q, n_k)`` and
             ``(n_q, n_k)`` are read as one layer / one head. A dict with keys
             ``"tokens"`` and ``"attentions"`` (one entry of
-            ``llmbook.encoders.attention_maps``) supplies both weights and tokens.
+            ``llmbook.model.encoders.attention_maps``) supplies both weights and tokens.
         tokens: the query tokens, one per row (``n_q``); for self-attention also the
             key tokens. Optional when ``maps_or_tensor`` is a dict.
         cross_tokens: the key tokens, one per column (``n_k``), for cross-attention

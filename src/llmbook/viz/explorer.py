@@ -1,7 +1,7 @@
 """Interactive widgets for looking at attention (Chapter 3).
 
 * :class:`AttentionExplorer` browses the attention maps of a real model (the output of
-  ``llmbook.encoders.attention_maps``): pick a sentence, a layer and a head, or average
+  ``llmbook.model.encoders.attention_maps``): pick a sentence, a layer and a head, or average
   over the heads.
 * :func:`temperature_explorer` shows how a temperature T reshapes a softmax.
 
@@ -23,7 +23,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from llmbook.plotting import plot_attention
+from llmbook.viz.plotting import plot_attention
 
 __all__ = [
     "AttentionExplorer",

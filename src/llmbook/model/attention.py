@@ -280,8 +280,11 @@ class MultiHeadAttention(nn.Module):
         k = self._split_heads(self.k_proj(key))  # (batch, n_heads, n_k, d_head)
         v = self._split_heads(self.v_proj(value))  # (batch, n_heads, n_k, d_head)
         if self.fused and not return_weights:
-            if is_causal and mask is not None:
-                mask = mask & causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+            if is_causal and (mask is not None or q.shape[-2] != k.shape[-2]):
+                # The kernel takes a mask or is_causal, not both, and its is_causal
+                # aligns the diagonal top-left when n_q != n_k (ours: bottom-right).
+                causal = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+                mask = causal if mask is None else mask & causal
                 is_causal = False
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal

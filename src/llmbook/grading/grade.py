@@ -1,0 +1,213 @@
+"""Grading a folder: one sandboxed run per notebook, scored on the trusted side."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmbook.grading import bundle as bundles
+from llmbook.grading import integrity, report, runner, sandbox, scoring
+from llmbook.grading.notebook import SubmissionError, read_submission, sha256_file
+
+__all__ = ["GradeOptions", "grade_notebook", "grade_submissions"]
+
+MAX_WORKERS = 2
+
+
+@dataclass
+class GradeOptions:
+    timeout: float = 300.0
+    workers: int = 1
+    lab: str | None = None  # the lab named on the command line
+    unsafe: bool = False  # --unsafe-no-sandbox
+    limits: sandbox.Limits | None = None
+
+
+@dataclass
+class Graded:
+    row: dict[str, Any]
+    results: list[scoring.QuestionResult] = field(default_factory=list)
+    cell_errors: list[dict[str, Any]] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+
+def _lab_matches(name: str, lab: str) -> bool:
+    return name == lab or lab.startswith(name + "_") or name.startswith(lab + "_")
+
+
+def _error_row(file: str, b: bundles.Bundle, message: str, digest: str = "") -> dict:
+    row: dict[str, Any] = {"file": file, **dict.fromkeys(b.questions, ""), "total": ""}
+    row.update(
+        possible=round(sum(b.questions.values()), 4),
+        status="error",
+        flags="",
+        error=report.short(message),
+        sha256=digest,
+    )
+    return row
+
+
+def grade_notebook(b: bundles.Bundle, path: Path, options: GradeOptions) -> Graded:
+    """Grade one file; never raises for a bad submission."""
+    try:
+        sub = read_submission(path)
+    except SubmissionError as exc:
+        digest = ""
+        try:
+            digest = sha256_file(path)
+        except OSError:
+            pass
+        return Graded(_error_row(path.name, b, str(exc), digest))
+    if sub.lab and not _lab_matches(sub.lab, b.lab):
+        return Graded(
+            _error_row(
+                path.name,
+                b,
+                f"this notebook is {sub.lab} (its otter metadata), but the autograder "
+                f"is {b.lab}: grade it with that lab's zip",
+                sub.sha256,
+            )
+        )
+    params = {
+        q: sorted({p for t in tests for p in t.params}) for q, tests in b.tests.items()
+    }
+    flags = integrity.integrity_flags(sub.cells, b.lab, params)
+    exports = runner.run_job(
+        b,
+        sub.cells,
+        sub.anchors(list(b.questions)),
+        mode="grade",
+        unsafe=options.unsafe,
+        timeout=options.timeout,
+        limits=options.limits,
+    )
+    results = [
+        scoring.score_question(b, q, exports.questions.get(q), exports.stores.get(q))
+        for q in b.questions
+    ]
+    row: dict[str, Any] = {"file": path.name}
+    for result in results:
+        row[result.name] = result.score
+    row["total"] = round(sum(r.score for r in results), 4)
+    row["possible"] = round(sum(b.questions.values()), 4)
+    row["status"] = "ok" if exports.problem is None else "incomplete"
+    row["flags"] = "; ".join(flags)
+    error = exports.problem or ""
+    if not sub.lab:
+        note = f"no otter metadata: graded as {b.lab}"
+        error = f"{error}; {note}" if error else note
+    row["error"] = report.short(error)
+    row["sha256"] = sub.sha256
+    return Graded(row, results, exports.cell_errors, flags)
+
+
+def _submissions(folder: Path) -> list[Path]:
+    return sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() == ".ipynb" and not p.is_dir()
+        ),
+        key=lambda p: p.name,
+    )
+
+
+def _hash(path: Path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def grade_submissions(
+    autograder: str | Path,
+    submissions: str | Path,
+    out_csv: str | Path,
+    options: GradeOptions | None = None,
+) -> list[dict[str, Any]]:
+    """Grade every ``*.ipynb`` in `submissions` into `out_csv`; return the rows.
+
+    The CSV is rewritten (sorted by file name, atomically) after each notebook, so an
+    interrupted run keeps what it finished; a feedback report per notebook goes to
+    ``<out_csv stem>_feedback/``. Raises BundleError, SandboxUnavailable,
+    FileNotFoundError or ValueError before grading anything when it cannot start.
+    """
+    options = options or GradeOptions()
+    autograder, submissions, out_csv = (
+        Path(autograder),
+        Path(submissions),
+        Path(out_csv),
+    )
+    b = bundles.load_bundle(autograder)
+    if options.lab and not _lab_matches(options.lab, b.lab):
+        raise ValueError(
+            f"--lab {options.lab} does not match the autograder's lab {b.lab}"
+        )
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"submissions folder not found: {submissions}")
+    files = _submissions(submissions)
+    if not files:
+        raise ValueError(f"no .ipynb files to grade in {submissions}")
+    if not 1 <= options.workers <= MAX_WORKERS:
+        raise ValueError(
+            f"workers must be between 1 and {MAX_WORKERS}, got {options.workers}"
+        )
+    if not options.unsafe:
+        sandbox.check_sandbox()
+        sandbox.check_roots_exclude(
+            sandbox.readable_roots(), [autograder, submissions, out_csv.parent]
+        )
+    zip_hash = _hash(autograder)
+    hashes = {p: _hash(p) for p in files}
+    questions = list(b.questions)
+    feedback_dir = out_csv.with_name(out_csv.stem + "_feedback")
+    feedback_dir.mkdir(parents=True, exist_ok=True)
+    rows: dict[Path, dict[str, Any]] = {}
+    taken: set[str] = set()
+    lock = threading.Lock()
+
+    def finish(path: Path, graded: Graded) -> None:
+        with lock:
+            rows[path] = graded.row
+            report.write_csv(out_csv, questions, list(rows.values()))
+            name = report.feedback_name(path.name, taken)
+            text = report.feedback_text(
+                graded.row, graded.results, graded.cell_errors, graded.flags
+            )
+            (feedback_dir / name).write_text(text, encoding="utf-8")
+            row = graded.row
+            print(
+                f"{row['file']}: {row['status']} {row['total']}/{row['possible']}",
+                flush=True,
+            )
+
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        futures = {pool.submit(grade_notebook, b, p, options): p for p in files}
+        for future in as_completed(futures):
+            path = futures[future]
+            try:
+                graded = future.result()
+            except Exception as exc:  # a grader bug must not lose the other rows
+                graded = Graded(
+                    _error_row(
+                        path.name, b, f"grading crashed: {type(exc).__name__}: {exc}"
+                    )
+                )
+            finish(path, graded)
+    changed = [p for p in files if _hash(p) != hashes[p]]
+    for path in changed:
+        rows[path] = _error_row(
+            path.name, b, "the file changed while it was being graded: grade it again"
+        )
+    if _hash(autograder) != zip_hash:
+        for path in files:
+            rows[path] = _error_row(
+                path.name,
+                b,
+                "the autograder zip changed during grading: nothing is valid",
+            )
+    report.write_csv(out_csv, questions, list(rows.values()))
+    return sorted(rows.values(), key=lambda r: r["file"])

@@ -1,0 +1,101 @@
+"""Per-lab grading rules that the tests themselves cannot say.
+
+- ``FREE``: leaves (by their source text in the assert, or ``"*"`` for all of a
+  test) whose correct values differ from the reference solution's, so only the assert
+  itself judges them: random initialisations (each correct answer draws differently),
+  modules whose weights depend on the order a student creates layers in, timings.
+- ``FORBIDDEN``: per question, the library functions or classes an answer must not
+  call (matched by name: an attribute ``F.scaled_dot_product_attention``, a name
+  imported as ``from torch.optim import Adam``, or the name as a string). Any use of
+  the ``llmbook`` package in an answer is flagged as well, in every lab.
+
+Labs are keyed by their number (``lab02``), so renamed labs keep their rules.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FORBIDDEN", "FREE", "forbidden_names", "free_leaves", "lab_key"]
+
+ALL = "*"
+
+FREE: dict[str, dict[str, str | frozenset[str]]] = {
+    "lab03": {
+        # FeedForward, init functions and DecoderBlock: weights depend on how the
+        # student creates and fills them; the asserts compare with torch on those
+        # same weights, here.
+        "test_q2_layers_and_shape": ALL,
+        "test_q2_matches_reference": ALL,
+        "test_q2_width_and_bias": ALL,
+        "test_q2_batch_odd_sizes_and_gradients": ALL,
+        "test_q3_xavier_square": ALL,
+        "test_q3_he_square": ALL,
+        "test_q3_written_by_hand": ALL,
+        "test_q3_xavier_non_square": ALL,
+        "test_q3_he_non_square": ALL,
+        "test_q3_distributions": ALL,
+        "test_q3_on_parameters": ALL,
+        "test_q3_small_tensors_and_fresh_draws": ALL,
+        "test_q4_parts_and_shape": ALL,
+        "test_q4_matches_pytorch": ALL,
+        "test_q4_batch_odd_length": ALL,
+        "test_q4_causal_does_not_leak": ALL,
+        "test_q4_residual_around_normalised_sublayers": ALL,
+        "test_q4_gradients_reach_every_parameter": ALL,
+        "test_q4_without_bias": ALL,
+        "test_q4_widths_and_single_token": ALL,
+        "test_q5_matches_your_block": ALL,
+        "test_q5_gpt3_sizes_in_closed_form": frozenset(
+            {"time.perf_counter() - start", "time.perf_counter()", "start"}
+        ),
+    },
+    "lab04": {
+        # 30 Adam steps amplify rounding: the assert (loss halves) is the judge
+        "test_q4_memorises_a_batch": ALL,
+    },
+}
+
+SOFTMAX = frozenset({"softmax", "log_softmax", "Softmax", "softmin"})
+ATTENTION = frozenset(
+    {
+        "scaled_dot_product_attention",
+        "MultiheadAttention",
+        "multi_head_attention_forward",
+    }
+)
+
+FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
+    "lab01": {},
+    "lab02": {
+        "q2": SOFTMAX,
+        "q4": SOFTMAX | ATTENTION,
+        "q5": SOFTMAX | ATTENTION,
+    },
+    "lab03": {
+        "q1": frozenset({"layer_norm", "LayerNorm", "native_layer_norm"}),
+        "q3": frozenset(
+            {"xavier_uniform_", "xavier_normal_", "kaiming_normal_", "kaiming_uniform_"}
+        ),
+        "q4": frozenset({"TransformerEncoderLayer", "TransformerDecoderLayer"}),
+    },
+    "lab04": {
+        "q1": frozenset({"Adam", "AdamW"}),
+        "q2": frozenset(
+            {"get_cosine_schedule_with_warmup", "CosineAnnealingLR", "LambdaLR"}
+        ),
+        "q3": frozenset({"clip_grad_norm_", "clip_grad_value_"}),
+    },
+}
+
+
+def lab_key(lab: str) -> str:
+    """``lab02_attention`` -> ``lab02``."""
+    return lab.split("_", 1)[0]
+
+
+def free_leaves(lab: str, test: str) -> str | frozenset[str]:
+    """``"*"`` when every leaf of `test` is free, else the free leaves' source texts."""
+    return FREE.get(lab_key(lab), {}).get(test, frozenset())
+
+
+def forbidden_names(lab: str, question: str) -> frozenset[str]:
+    return FORBIDDEN.get(lab_key(lab), {}).get(question, frozenset())

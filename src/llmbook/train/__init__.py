@@ -1,0 +1,43 @@
+"""Part I of the course: training (Chapter 5).
+
+Modules::
+
+    objectives  causal LM, masked LM (80/10/10), next-sentence pairs, span corruption
+    optim       SGD, Adam, AdamW from scratch; schedules; clipping; weight-decay groups
+    config      TrainConfig and the presets (tiny, cpu, gpu)
+    step        the loss, the optimiser, the schedule and THE training step
+    loop        the pretraining loop, weight averaging, perplexity evaluation
+    history     what a run records
+    checkpoint  save and resume a run exactly
+    ddp         data-parallel training over torchrun (``python -m llmbook.train.ddp``)
+
+``python -m llmbook.pretrain`` is the command line that trains a preset.
+"""
+
+from llmbook.train.checkpoint import load_checkpoint, save_checkpoint
+from llmbook.train.config import PRESETS, TrainConfig
+from llmbook.train.history import History
+from llmbook.train.loop import evaluate_perplexity, train, update_ema
+from llmbook.train.step import (
+    autocast_context,
+    lm_loss,
+    lr_at,
+    make_optimizer,
+    train_step,
+)
+
+__all__ = [
+    "load_checkpoint",
+    "save_checkpoint",
+    "PRESETS",
+    "TrainConfig",
+    "History",
+    "evaluate_perplexity",
+    "train",
+    "update_ema",
+    "autocast_context",
+    "lm_loss",
+    "lr_at",
+    "make_optimizer",
+    "train_step",
+]

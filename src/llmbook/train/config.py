@@ -1,0 +1,142 @@
+"""What defines a pretraining run, and the course's presets (Chapter 5)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from llmbook.model.gpt import GPTConfig
+
+__all__ = ["TrainConfig", "PRESETS"]
+
+
+def _course_gpt() -> GPTConfig:
+    return GPTConfig(
+        vocab_size=2048,
+        context_length=128,
+        d_model=128,
+        n_heads=4,
+        n_layers=4,
+        dropout=0.1,
+        fused_attention=True,
+    )
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a pretraining run: the model, the data, the recipe.
+
+    ``model`` is the :class:`~llmbook.model.GPTConfig` of the model trained (its
+    ``vocab_size`` is also the size of the course tokenizer the data is encoded
+    with). The global batch is ``batch_size * grad_accum`` windows of
+    ``model.context_length`` tokens. The learning rate warms up linearly for
+    ``warmup_steps`` and then follows a cosine down to ``min_lr`` at ``max_steps``.
+    """
+
+    model: GPTConfig = field(default_factory=_course_gpt)
+    # data
+    corpus: str = "python"
+    # optimisation
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_steps: int = 1800
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0  # > 0: evaluate and return a moving average of weights
+    # evaluation and bookkeeping
+    eval_every: int = 300
+    seed: int = 0
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):  # from JSON
+            self.model = GPTConfig(**self.model)
+        if not isinstance(self.model, GPTConfig):
+            raise TypeError(
+                f"model must be a GPTConfig, got {type(self.model).__name__}"
+            )
+        self.betas = tuple(self.betas)  # JSON gives lists back
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.warmup_steps <= self.max_steps:
+            raise ValueError(
+                f"warmup_steps must be in [0, max_steps={self.max_steps}], "
+                f"got {self.warmup_steps}"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"need 0 <= min_lr <= lr, got {self.min_lr} and {self.lr}")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.grad_accum * self.model.context_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed; ``model`` may be a dict of model fields
+        to change (``replace(model={"dropout": 0.0}, max_steps=20)``)."""
+        data = self.to_dict()
+        model = changes.pop("model", {})
+        if isinstance(model, GPTConfig):
+            model = asdict(model)
+        data["model"] = {**data["model"], **model}
+        return TrainConfig.from_dict({**data, **changes})
+
+
+#: ``tiny``: seconds, for tests. ``cpu``: the course's GPT (context 128, 4,000 steps of
+#: 4,096 tokens), under 30 minutes on a 2-core CPU. ``gpu``: a wider, deeper model with
+#: a longer context, for a Colab GPU (same data; it overfits sooner, see Chapter 5).
+PRESETS: dict[str, TrainConfig] = {
+    "tiny": TrainConfig(
+        model=GPTConfig(
+            vocab_size=2048,
+            context_length=32,
+            d_model=32,
+            n_heads=2,
+            n_layers=1,
+            dropout=0.1,
+            fused_attention=True,
+        ),
+        batch_size=8,
+        max_steps=30,
+        warmup_steps=5,
+        eval_every=10,
+    ),  # fmt: skip
+    "cpu": TrainConfig(max_steps=4000, eval_every=500, ema_decay=0.995),
+    "gpu": TrainConfig(
+        model=GPTConfig(
+            vocab_size=2048,
+            context_length=256,
+            d_model=384,
+            n_heads=6,
+            n_layers=6,
+            dropout=0.2,
+            fused_attention=True,
+        ),
+        batch_size=32,
+        max_steps=3000,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_steps=200,
+        ema_decay=0.999,
+        eval_every=250,
+        compile=True,
+    ),  # fmt: skip
+}

@@ -1,0 +1,226 @@
+"""The pretraining loop (Chapter 5): batches, steps, evaluation, checkpoints.
+
+Chapter 5 writes this loop inline first and then imports this copy; later chapters
+and ``python -m llmbook.pretrain`` use it. Each step is :func:`~llmbook.train.step.
+train_step`, the one the DDP runner and the benchmark also call.
+
+Determinism: the batch order comes from its own seeded ``torch.Generator``, dropout
+from the seeded global RNG, so a run repeats bit for bit on the same machine with the
+same number of threads.
+
+Perplexity is measured the way Chapter 1 measured the n-gram baseline
+(:data:`llmbook.data.NGRAM_BASELINE`): per BPE token of the course tokenizer on the
+validation documents, counting one end-of-document prediction per document, so the
+two numbers can be compared directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from llmbook.data.batching import CourseData, window_iterator
+from llmbook.model.gpt import GPT
+from llmbook.train.checkpoint import load_checkpoint, save_checkpoint
+from llmbook.train.config import TrainConfig
+from llmbook.train.history import History
+from llmbook.train.step import autocast_context, lr_at, make_optimizer, train_step
+from llmbook.utils import autocast_dtype
+
+__all__ = ["History", "update_ema", "evaluate_perplexity", "train"]
+
+
+@torch.no_grad()
+def update_ema(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """``average <- decay * average + (1 - decay) * model``, parameter by parameter.
+
+    Averaging the weights of the last few hundred steps cancels much of the noise of
+    the individual steps (Polyak averaging); the average usually scores better on
+    held-out text than the last iterate, most of all while the learning rate is
+    still high.
+    """
+    for avg, param in zip(average.parameters(), model.parameters(), strict=True):
+        avg.lerp_(param.detach(), 1.0 - decay)
+
+
+@torch.no_grad()
+def evaluate_perplexity(
+    model: nn.Module,
+    docs: Sequence[Sequence[int]],
+    eos_id: int,
+    *,
+    stride: int | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+) -> float:
+    """Perplexity per token of ``docs``, on the n-gram baseline's terms.
+
+    The stream ``EOS doc0 EOS doc1 EOS ...`` is scored left to right, so every token of
+    every document and one EOS per document is predicted exactly once (the leading EOS
+    plays the n-gram's ``<s>``). Windows of ``context_length`` tokens advance by
+    ``stride`` (default half the context); each window scores only its last ``stride``
+    targets, so every prediction sees at least ``context_length - stride`` tokens of
+    context, except at the very start.
+    """
+    config = model.config
+    ctx = config.context_length
+    stride = ctx // 2 if stride is None else stride
+    if not 1 <= stride <= ctx:
+        raise ValueError(f"stride must be in [1, context_length={ctx}], got {stride}")
+    if not docs:
+        raise ValueError("docs is empty: nothing to evaluate")
+    device = next(model.parameters()).device if device is None else torch.device(device)
+    stream = [eos_id]
+    for doc in docs:
+        stream.extend(doc)
+        stream.append(eos_id)
+    data = torch.tensor(stream, dtype=torch.long)
+    n_targets = len(stream) - 1  # target t is data[t + 1], predicted from data[: t + 1]
+    windows = []  # (start, first scored offset, length)
+    scored = 0
+    while scored < n_targets:
+        start = max(0, min(scored + stride - ctx, n_targets - ctx))
+        end = min(start + ctx, n_targets)
+        windows.append((start, scored - start, end - start))
+        scored = end
+    was_training = model.training
+    model.eval()
+    total_nll, count = 0.0, 0
+    try:
+        for i in range(0, len(windows), batch_size):
+            chunk = windows[i : i + batch_size]
+            length = max(n for _, _, n in chunk)
+            x = torch.full((len(chunk), length), eos_id, dtype=torch.long)
+            y = torch.full((len(chunk), length), -100, dtype=torch.long)
+            for row, (start, first, n) in enumerate(chunk):
+                x[row, :n] = data[start : start + n]
+                y[row, first:n] = data[start + first + 1 : start + n + 1]
+            logits = model(x.to(device)).float()  # (batch, length, vocab_size)
+            nll = F.cross_entropy(
+                logits.flatten(0, 1), y.to(device).flatten(), reduction="sum"
+            )  # positions labelled -100 are skipped
+            total_nll += nll.item()
+            count += int((y != -100).sum())
+    finally:
+        model.train(was_training)
+    if count != n_targets:  # every prediction exactly once
+        raise RuntimeError(f"scored {count} targets, expected {n_targets}")
+    return math.exp(total_nll / count)
+
+
+def train(
+    model: GPT,
+    data: CourseData,
+    config: TrainConfig,
+    *,
+    device: str | torch.device = "cpu",
+    steps: int | None = None,
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    callback: Callable[[int, History], None] | None = None,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` on ``data`` with ``config``; returns the :class:`History`.
+
+    Args:
+        steps: stop after this optimiser step (default ``config.max_steps``); the
+            schedule still follows ``max_steps``, so a run stopped early and resumed
+            equals one run straight through.
+        checkpoint_path: write a checkpoint there at every evaluation and at the end.
+        resume: continue from ``checkpoint_path`` (model, optimiser, step, RNG).
+        callback: called as ``callback(step, history)`` after every evaluation (the
+            chapter's live plot).
+        progress: show a ``tqdm`` bar with the running loss.
+
+    With ``config.ema_decay > 0`` the run keeps an exponential moving average of the
+    weights (:func:`update_ema`), the validation perplexity is the average's, and on
+    return ``model`` holds the averaged weights (checkpoints keep both).
+    On a CUDA device the forward pass runs under autocast (bfloat16 where supported,
+    else float16 with a ``GradScaler``); ``config.compile`` wraps the model in
+    ``torch.compile``.
+    """
+    device = torch.device(device)
+    if model.config != config.model:
+        raise ValueError(
+            f"the model's config {model.config} differs from the run's "
+            f"config.model {config.model}"
+        )
+    model.to(device)
+    optimizer = make_optimizer(model, config)
+    history = History()
+    start = 0
+    ema = None
+    if config.ema_decay > 0:
+        ema = copy.deepcopy(model).requires_grad_(False)
+    if resume:
+        if checkpoint_path is None or not Path(checkpoint_path).exists():
+            raise FileNotFoundError(
+                f"resume=True but no checkpoint at {checkpoint_path}"
+            )
+        start, history = load_checkpoint(checkpoint_path, model, optimizer, ema)
+    stop = config.max_steps if steps is None else min(steps, config.max_steps)
+    dtype = autocast_dtype(device) if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    forward = torch.compile(model) if config.compile else model
+    skip = start * config.grad_accum
+    batches = window_iterator(
+        data.train_stream,
+        config.model.context_length,
+        config.batch_size,
+        config.seed,
+        skip,
+    )
+    model.train()
+    bar = tqdm(range(start, stop), desc="train", disable=not progress, initial=start,
+               total=stop)  # fmt: skip
+    t0 = time.perf_counter()
+    for step in bar:
+        lr = lr_at(step, config)
+        micro = [
+            next(batches).to(device, non_blocking=True)
+            for _ in range(config.grad_accum)
+        ]
+        loss = train_step(
+            forward,
+            optimizer,
+            micro,
+            lr=lr,
+            grad_clip=config.grad_clip,
+            scaler=scaler,
+            autocast=lambda: autocast_context(device),
+        )
+        loss_sum = loss.item()
+        if ema is not None:
+            update_ema(ema, model, config.ema_decay)
+        history.step.append(step + 1)
+        history.loss.append(loss_sum)
+        history.lr.append(lr)
+        history.tokens += config.tokens_per_step
+        bar.set_postfix(loss=f"{loss_sum:.3f}")
+        done = step + 1
+        if done % config.eval_every == 0 or done == stop:
+            history.seconds += time.perf_counter() - t0
+            scored = model if ema is None else ema
+            ppl = evaluate_perplexity(scored, data.val_docs, data.eos_id)
+            history.eval_step.append(done)
+            history.val_perplexity.append(ppl)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", val_ppl=f"{ppl:.1f}")
+            if checkpoint_path is not None:
+                save_checkpoint(
+                    checkpoint_path, model, optimizer, done, config, history, ema
+                )
+            if callback is not None:
+                callback(done, history)
+            t0 = time.perf_counter()
+    bar.close()
+    if ema is not None:
+        model.load_state_dict(ema.state_dict())
+    return history

@@ -1,0 +1,116 @@
+"""One training step, written once (Chapter 5).
+
+The pretraining loop (:func:`llmbook.train.loop.train`), data-parallel training
+(:mod:`llmbook.train.ddp`) and the throughput benchmark all call :func:`train_step`;
+only what they feed it differs. Also here: the loss, the optimiser with the one
+weight-decay rule the course uses, and the learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from llmbook.train.config import TrainConfig
+from llmbook.train.optim import cosine_schedule, param_groups_for_weight_decay
+from llmbook.utils import autocast_dtype
+
+__all__ = ["lm_loss", "make_optimizer", "lr_at", "autocast_context", "train_step"]
+
+
+def lm_loss(model: nn.Module, batch: Tensor) -> Tensor:
+    """Mean next-token cross-entropy (nats) of a (batch, L + 1) batch of windows."""
+    x, y = batch[:, :-1], batch[:, 1:]  # (batch, L) each
+    logits = model(x)  # (batch, L, vocab_size)
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with the weight-decay rule of Chapter 5
+    (:func:`~llmbook.train.optim.param_groups_for_weight_decay`): matrices and
+    embeddings decay, biases and LayerNorm parameters do not."""
+    groups = param_groups_for_weight_decay(model, config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Learning rate for optimiser step ``step`` (0-based): linear warmup, cosine decay."""
+    return cosine_schedule(
+        step + 1,
+        max_lr=config.lr,
+        warmup_steps=config.warmup_steps,
+        total_steps=config.max_steps,
+        min_lr=config.min_lr,
+    )
+
+
+def autocast_context(device: str | torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision where it pays (bf16/fp16 autocast on CUDA), else a no-op."""
+    device = torch.device(device)
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Iterable[Tensor],
+    *,
+    lr: float | None = None,
+    grad_clip: float | None = 1.0,
+    scaler: torch.amp.GradScaler | None = None,
+    backward: Callable[[Tensor], None] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> Tensor:
+    """One optimiser step on the mean loss over ``micro_batches``.
+
+    Each (batch, L + 1) micro-batch contributes ``lm_loss / n_micro`` to the
+    gradient (gradient accumulation: the same update as one batch of them all);
+    then the gradient norm is clipped to ``grad_clip``, the optimiser steps with
+    learning rate ``lr`` (unchanged if None), and the gradients are cleared.
+
+    Args:
+        model: the module to differentiate (plain, compiled or DDP-wrapped).
+        backward: how to backpropagate a loss (default ``loss.backward()``; e.g.
+            ``accelerator.backward``).
+        scaler: a ``GradScaler`` for float16 autocast; ``None`` for fp32/bf16.
+        autocast: a factory of the context the forward pass runs in.
+
+    Returns the mean loss as a 0-dim tensor on the model's device, not a Python
+    float: reading it (``.item()``) waits for the device, so callers decide when.
+    """
+    micro_batches = list(micro_batches)
+    if not micro_batches:
+        raise ValueError("train_step needs at least one micro-batch")
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    n = len(micro_batches)
+    total = None
+    for batch in micro_batches:
+        with autocast():
+            loss = lm_loss(model, batch) / n
+        scaled = scaler.scale(loss) if scaler is not None else loss
+        if backward is None:
+            scaled.backward()
+        else:
+            backward(scaled)
+        total = loss.detach() if total is None else total + loss.detach()
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if grad_clip is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total

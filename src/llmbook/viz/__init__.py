@@ -1,0 +1,22 @@
+"""Pictures of what models do: plots, ipywidgets explorers, kernel-free views.
+
+Modules::
+
+    plotting        matplotlib heatmaps of attention weights (Chapter 3)
+    explorer        ipywidgets explorers for Colab and Jupyter (Chapter 3)
+    attention_view  self-contained HTML/JS attention view for the static book
+"""
+
+from llmbook.viz.attention_view import AttentionView, attention_view
+from llmbook.viz.explorer import AttentionExplorer, temperature_explorer
+from llmbook.viz.plotting import plot_attention, plot_heads, to_numpy
+
+__all__ = [
+    "AttentionView",
+    "attention_view",
+    "AttentionExplorer",
+    "temperature_explorer",
+    "plot_attention",
+    "plot_heads",
+    "to_numpy",
+]

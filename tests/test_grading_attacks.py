@@ -1,0 +1,455 @@
+"""Attack regression suite for llmbook-grade (Lab 2), in one sandboxed grading run.
+
+Every attack reported against the old grader is a submission here, next to honest
+controls (full, partial, untouched, and the honest content some cheats start from).
+The attacks know the real absolute paths of the autograder zip, the submissions
+folder and the CSV (stronger than digging them out of /proc). One `llmbook-grade` run
+with two workers grades them all; the tests then check that
+
+- every file got exactly one row, sorted by name, and the CSV on disk is that;
+- no cheat scores more than the honest content it contains;
+- nothing outside the sandbox changed (hashes of the zip, every submission, a file
+  beside the CSV), and the CSV holds exactly the grader's rows;
+- no process started by a submission survives the run;
+- crashes keep the points of the questions checked before them, naming the cell.
+
+Needs bubblewrap: `make test` installs it when missing (as root); elsewhere these
+tests skip, saying so, unless LLMBOOK_REQUIRE_SANDBOX=1 (CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from llmbook.grading import sandbox
+from llmbook.grading.grade import GradeOptions, grade_submissions
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_labs  # noqa: E402
+
+LAB = "lab02_attention"
+MARKER = "llmbook-attack-daemon-7f3a"  # in the daemons' command lines
+TIMEOUT = 30.0  # CPU seconds; the wall-clock limit is 2 * 30 + 60
+
+
+def require_sandbox() -> None:
+    try:
+        sandbox.check_sandbox()
+    except sandbox.SandboxUnavailable as exc:
+        if os.environ.get("LLMBOOK_REQUIRE_SANDBOX"):
+            pytest.fail(f"the sandbox is required here but unavailable: {exc}")
+        pytest.skip(f"no sandbox on this machine: {exc}")
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def solution_sources(master: Path) -> list[str]:
+    nb = nbformat.read(master, as_version=4)
+    sources, inside = [], False
+    for cell in nb.cells:
+        text = cell.source.strip()
+        if cell.cell_type == "raw" and text.startswith("# BEGIN SOLUTION"):
+            inside = True
+        elif cell.cell_type == "raw" and text.startswith("# END SOLUTION"):
+            inside = False
+        elif inside and cell.cell_type == "code":
+            sources.append(cell.source)
+    return sources
+
+
+class Notebooks:
+    """Builds Lab 2 submissions from the student notebook and the master's answers."""
+
+    def __init__(self, student: nbformat.NotebookNode, answers: list[str]) -> None:
+        self.student, self.answers = student, answers
+
+    def answer_cells(self, nb):
+        return [
+            c for c in nb.cells if "otter_answer_cell" in c.metadata.get("tags", [])
+        ]
+
+    def make(self, answers: dict[int, str] | None = None, solved: int | None = None):
+        """The student notebook with the first `solved` answers (default: all)."""
+        nb = copy.deepcopy(self.student)
+        for i, cell in enumerate(self.answer_cells(nb)):
+            if solved is None or i < solved:
+                cell.source = self.answers[i]
+        for i, source in (answers or {}).items():
+            self.answer_cells(nb)[i].source = source
+        return nb
+
+    def with_cell(self, nb, source: str, after: str | None = None):
+        """`nb` with a code cell added after the code cell containing `after`."""
+        cell = nbformat.v4.new_code_cell(source)
+        if after is None:
+            nb.cells.append(cell)
+        else:
+            index = next(
+                i
+                for i, c in enumerate(nb.cells)
+                if c.cell_type == "code" and after in c.source
+            )
+            nb.cells.insert(index + 1, cell)
+        return nb
+
+
+ZEROS = {  # answers that return tensors of the right shape, all zeros
+    0: "def scaled_dot_scores(q, k):\n    return torch.zeros(*q.shape[:-1], k.shape[-2])",
+    1: "def stable_softmax(scores, mask=None):\n    return torch.zeros_like(scores)",
+}
+
+PATCH_COMPARISONS = """\
+import numpy as np
+import torch
+import torch.testing
+torch.allclose = lambda *a, **k: True
+torch.equal = lambda *a, **k: True
+torch.Tensor.__eq__ = lambda self, other: torch.ones((), dtype=torch.bool)
+torch.testing.assert_close = lambda *a, **k: None
+torch.isfinite = lambda t: torch.ones_like(t, dtype=torch.bool)
+np.allclose = lambda *a, **k: True
+np.testing.assert_allclose = lambda *a, **k: None
+import builtins
+builtins.isinstance = lambda *a: True
+builtins.all = lambda *a: True
+"""
+
+OTTER_PATCH = """\
+try:
+    import otter.test_files.exception_test as et
+    et.ExceptionTestFile.run = lambda self, env: None
+    import otter.test_files.abstract_test as at
+    at.TestFile.score = property(lambda self: 1200)
+    at.TestFile._score = 1200
+except Exception as exc:
+    print("otter not patchable:", exc)
+"""
+
+REWRITE_TESTS = """\
+import os, pathlib
+for folder in ("tests", "../source/tests", "/autograder/source/tests", "/tmp/tests"):
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for q in range(1, 6):
+            pathlib.Path(folder, f"q{q}.py").write_text(
+                "from otter.test_files import test_case\\nOK_FORMAT = False\\n"
+                f"name = 'q{q}'\\npoints = 100\\n"
+                "@test_case(points=100)\\ndef test_ok():\\n    pass\\n"
+            )
+    except OSError:
+        pass
+"""
+
+FORGE_EXPORTS = """\
+import json, pathlib
+for q in ("q1", "q2", "q3", "q4", "q5"):
+    fake = {"question": q, "tests": [{"name": "x", "asserts": [], "error": None,
+            "completed": True}]}
+    try:
+        pathlib.Path("/export", q + ".json").write_text(json.dumps(fake))
+        pathlib.Path("/export/done.json").write_text('{"done": true}')
+    except OSError:
+        pass
+"""
+
+# {paths} is filled with the real paths; any success would show in the scores/hashes
+STEAL_AND_TAMPER = """\
+import glob, json, os, pathlib, shutil, zipfile
+stolen = []
+targets = {paths!r}
+for pattern in [targets["submissions"] + "/*.ipynb", "../*.ipynb", "/proc/*/cwd/*.ipynb"]:
+    for path in glob.glob(pattern):
+        try:
+            nb = json.loads(pathlib.Path(path).read_text())
+            stolen.append(nb)
+        except Exception:
+            pass
+for nb in stolen:  # copy a classmate: run their answer cells here
+    for cell in nb.get("cells", []):
+        if "otter_answer_cell" in cell.get("metadata", {{}}).get("tags", []):
+            try:
+                exec("".join(cell["source"]), globals())
+            except Exception:
+                pass
+for key in ("zip", "csv", "beside", "classmate"):
+    try:
+        pathlib.Path(targets[key]).write_text("tampered")
+    except OSError:
+        pass
+for pid in os.listdir("/proc"):
+    try:
+        cmd = pathlib.Path("/proc", pid, "cmdline").read_bytes().split(b"\\0")
+        cwd = os.readlink(f"/proc/{{pid}}/cwd")
+        pathlib.Path(cwd, "planted.txt").write_text("x")
+    except OSError:
+        pass
+try:
+    with zipfile.ZipFile(targets["zip"]) as zf:
+        stolen_tests = zf.namelist()
+except Exception:
+    stolen_tests = []
+"""
+
+DAEMON = f"""\
+import os, subprocess, sys
+subprocess.Popen(
+    [sys.executable, "-c", "import time\\nwhile True: time.sleep(0.2)", "{MARKER}"],
+    start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+)
+if os.fork() == 0:
+    os.setsid()
+    os.execv("/bin/sleep", ["/bin/sleep", "300", "{MARKER}"])
+"""
+
+HUGE_OUTPUT = """\
+import sys
+for _ in range(200):
+    sys.stdout.write("x" * 100_000 + "\\n")
+import os
+os.write(2, b"y" * 5_000_000)
+try:
+    with open("big.bin", "wb") as f:
+        f.write(b"z" * (300 * 1024 * 1024))
+except OSError as exc:
+    print(exc)
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Build Lab 2, write every submission, grade them all once; return what we saw."""
+    require_sandbox()
+    root = tmp_path_factory.mktemp("attacks")
+    master = ROOT / "solutions" / f"{LAB}.ipynb"
+    built = build_labs.build_lab(master, root / "build")
+    student = nbformat.reads(built.files[master.name].decode(), as_version=4)
+    make = Notebooks(student, solution_sources(master))
+    zip_path = root / "autograder" / f"{LAB}.zip"
+    zip_path.parent.mkdir()
+    zip_path.write_bytes(built.autograder_zip.read_bytes())
+    subs = root / "submissions"
+    subs.mkdir()
+    out_dir = root / "grades"
+    out_dir.mkdir()
+    csv_path = out_dir / "grades.csv"
+    beside = out_dir / "keep.txt"
+    beside.write_text("the instructor's notes\n")
+    paths = {
+        "submissions": str(subs),
+        "zip": str(zip_path),
+        "csv": str(csv_path),
+        "beside": str(beside),
+        "classmate": str(subs / "a_full.ipynb"),
+    }
+
+    def write(name: str, nb) -> None:
+        nbformat.write(nb, subs / f"{name}.ipynb")
+
+    check = 'grader.check("q{}")'
+    # honest controls
+    write("a_full", make.make())
+    write("partial_q12", make.make(solved=2))
+    write("untouched", make.make(solved=0))
+    write("zeros", make.make(ZEROS, solved=0))
+    no_meta = make.make()
+    del no_meta.metadata["otter"]
+    write("no_otter_metadata", no_meta)
+    # attacks on the test machinery
+    # otter patching, score inflation, rewritten tests, forged export files: one
+    machinery = make.with_cell(make.make(solved=0), OTTER_PATCH, "otter")
+    machinery = make.with_cell(machinery, REWRITE_TESTS)
+    write("cheat_test_machinery", make.with_cell(machinery, FORGE_EXPORTS))
+    write(
+        "cheat_patch_comparisons",
+        make.with_cell(make.make(ZEROS, solved=0), PATCH_COMPARISONS, "import math"),
+    )
+    steal = STEAL_AND_TAMPER.format(paths=paths)
+    write("cheat_steal_and_tamper", make.with_cell(make.make(solved=0), steal, "otter"))
+    write("cheat_daemon", make.with_cell(make.make(solved=0), DAEMON, "otter"))
+    # robustness
+    exit_now = "import os\nos._exit(0)"
+    write("crash_os_exit", make.with_cell(make.make(), exit_now, check.format(2)))
+    kill = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    write("crash_kill9", make.with_cell(make.make(), kill, check.format(3)))
+    write(
+        "crash_infinite_loop",
+        make.with_cell(make.make(), "while True:\n    pass", check.format(1)),
+    )
+    write("huge_output", make.with_cell(make.make(), HUGE_OUTPUT, check.format(1)))
+    write(
+        "memory_hog",
+        make.with_cell(make.make(), "hog = bytearray(20 * 1024**3)", check.format(4)),
+    )
+    (subs / "garbage.ipynb").write_bytes(os.urandom(3000))
+    (subs / "empty.ipynb").write_bytes(b"")
+    (subs / "json_not_notebook.ipynb").write_text('{"name": "lab02", "answers": [1]}')
+    (subs / "json_list.ipynb").write_text("[1, 2, 3]")
+    (subs / "truncated.ipynb").write_text('{"cells": [')
+    write("odd name ü (1)", make.make(solved=1))
+    (subs / "not_a_notebook.txt").write_text("ignored: not .ipynb")
+
+    files = sorted(p.name for p in subs.glob("*.ipynb"))
+    before = {p.name: sha(p) for p in subs.iterdir()}
+    zip_hash = sha(zip_path)
+    start = time.monotonic()
+    options = GradeOptions(timeout=TIMEOUT, workers=2)
+    rows = grade_submissions(zip_path, subs, csv_path, options)
+    elapsed = time.monotonic() - start
+    time.sleep(0.5)  # let anything that escaped show itself
+    survivors = [
+        pid
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and MARKER.encode() in _cmdline(pid)
+    ]
+    return {
+        "rows": {Path(r["file"]).stem: r for r in rows},
+        "row_list": rows,
+        "files": files,
+        "csv": csv_path,
+        "before": before,
+        "after": {p.name: sha(p) for p in subs.iterdir()},
+        "zip": (zip_hash, sha(zip_path)),
+        "beside": beside.read_text(),
+        "survivors": survivors,
+        "elapsed": elapsed,
+        "out_dir": out_dir,
+        "subs": subs,
+    }
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path("/proc", pid, "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_every_file_exactly_one_row_sorted(run):
+    names = [r["file"] for r in run["row_list"]]
+    assert names == run["files"] == sorted(names)
+    with open(run["csv"], newline="", encoding="utf-8") as f:
+        on_disk = list(csv.DictReader(f))
+    assert [r["file"] for r in on_disk] == names, "the CSV on disk is the grader's"
+    for disk, row in zip(on_disk, run["row_list"], strict=True):
+        assert disk["total"] == str(row["total"]) and disk["status"] == row["status"]
+    assert all(
+        len(r["sha256"]) == 64 for r in run["row_list"] if r["status"] != "error"
+    )
+
+
+def test_honest_controls(run):
+    rows = run["rows"]
+    assert rows["a_full"]["total"] == 12.0 and rows["a_full"]["status"] == "ok"
+    assert rows["untouched"]["total"] == 0.0
+    assert rows["partial_q12"]["q1"] == 1.0 and rows["partial_q12"]["q2"] == 3.0
+    assert rows["partial_q12"]["total"] == 4.0
+    assert rows["odd name ü (1)"]["total"] == 1.0
+    assert rows["no_otter_metadata"]["total"] == 12.0
+    assert "graded as lab02_attention" in rows["no_otter_metadata"]["error"]
+    assert all(not rows[n]["flags"] for n in ("a_full", "partial_q12", "untouched"))
+
+
+@pytest.mark.parametrize(
+    ("cheat", "honest"),
+    [
+        ("cheat_test_machinery", "untouched"),
+        ("cheat_patch_comparisons", "zeros"),
+        ("cheat_steal_and_tamper", "untouched"),
+        ("cheat_daemon", "untouched"),
+    ],
+)
+def test_cheats_score_no_more_than_their_honest_content(run, cheat, honest):
+    rows = run["rows"]
+    assert rows[cheat]["status"] != "error", rows[cheat]
+    for q in ("q1", "q2", "q3", "q4", "q5", "total"):
+        assert rows[cheat][q] <= rows[honest][q], (cheat, q, rows[cheat], rows[honest])
+
+
+def test_patching_and_tampering_are_flagged(run):
+    flags = run["rows"]["cheat_patch_comparisons"]["flags"]
+    assert "replaces torch.allclose" in flags and "imports builtins" in flags
+    assert "reads /proc" in run["rows"]["cheat_steal_and_tamper"]["flags"]
+
+
+def test_nothing_outside_the_sandbox_changed(run):
+    assert run["before"] == run["after"], "a submission file changed"
+    assert run["zip"][0] == run["zip"][1], "the autograder zip changed"
+    assert run["beside"] == "the instructor's notes\n"
+    assert not list(run["subs"].parent.rglob("planted.txt"))
+    assert not (run["subs"] / "tests").exists()
+
+
+def test_no_process_survives(run):
+    assert run["survivors"] == [], "a daemon started by a submission is still running"
+
+
+@pytest.mark.parametrize(
+    ("name", "kept", "where"),
+    [
+        ("crash_os_exit", 4.0, "in cell"),
+        ("crash_kill9", 6.0, "killed (SIGKILL) in cell"),
+        ("crash_infinite_loop", 1.0, "in cell 10"),  # CPU or, on a busy machine, wall
+    ],
+)
+def test_a_crash_keeps_the_points_checked_before_it(run, name, kept, where):
+    row = run["rows"][name]
+    assert row["status"] == "incomplete", row
+    assert row["total"] == kept, row
+    assert where in row["error"], row
+    if name == "crash_infinite_loop":
+        assert "CPU time" in row["error"] or "wall-clock" in row["error"], row
+
+
+def test_output_and_memory_limits_do_not_cost_the_answers(run):
+    assert run["rows"]["huge_output"]["total"] == 12.0, run["rows"]["huge_output"]
+    hog = run["rows"]["memory_hog"]
+    assert hog["total"] == 12.0, hog  # the allocation fails inside; the rest runs
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("garbage", "not valid JSON"),
+        ("empty", "not valid JSON"),
+        ("truncated", "not valid JSON"),
+        ("json_not_notebook", "valid JSON, but an object without a 'cells' list"),
+        ("json_list", "valid JSON, but list without a 'cells' list"),
+    ],
+)
+def test_unreadable_files_are_error_rows_with_a_reason(run, name, message):
+    row = run["rows"][name]
+    assert row["status"] == "error" and message in row["error"], row
+
+
+def test_feedback_report_per_submission(run):
+    folder = run["out_dir"] / "grades_feedback"
+    reports = sorted(p.name for p in folder.iterdir())
+    assert len(reports) == len(run["files"])
+    text = (folder / "untouched.txt").read_text()
+    assert (
+        "failed test_q1_small_example: scaled_dot_scores must return a tensor" in text
+    )
+    assert "failed hidden test test_q1_batched_odd_lengths" in text
+    assert "q1_batched_odd_lengths(" not in text and "torch.randn" not in text
+    crash = (folder / "crash_kill9.txt").read_text()
+    assert "killed (SIGKILL) in cell" in crash and "q4: 0 / 3" in crash
+
+
+def test_no_run_hangs(run):
+    # About a minute on an idle 2-core machine; the bound only catches a hang.
+    assert run["elapsed"] < 900, (
+        f"grading {len(run['files'])} files took {run['elapsed']:.0f} s"
+    )
