@@ -129,7 +129,9 @@ def test_course_splits_are_fixed_and_disjoint():
 
 
 def test_clean_code_keeps_indentation_and_meaning():
-    code = "def f(x):\r\n    if x:  \n        return  'a  b'\u200b\n\n\n\n\nprint(f(1))\n"
+    code = (
+        "def f(x):\r\n    if x:  \n        return  'a  b'\u200b\n\n\n\n\nprint(f(1))\n"
+    )
     cleaned = D.clean_code(code)
     assert cleaned == "def f(x):\n    if x:\n        return  'a  b'\n\n\nprint(f(1))"
     compile(cleaned, "<test>", "exec")

@@ -37,6 +37,7 @@ from llmbook.grading.grade import GradeOptions
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import build_labs  # noqa: E402
+import notebook_setup  # noqa: E402
 
 MASTERS = build_labs.masters()
 
@@ -424,7 +425,8 @@ def test_gradescope_environment_installs_the_pinned_cpu_stack(lab):
         "-r /autograder/source/requirements.txt -c /autograder/source/constraints.txt"
         in setup
     )
-    assert "llmbook @ git+https://github.com/llmbook/llmbook@main" in setup
+    url, branch = notebook_setup.repository()  # the URL lives only in _config.yml
+    assert f"llmbook @ git+{url}@{branch}" in setup
     assert "/root/miniforge3" in setup and "/root/miniforge3" in files["run_autograder"]
 
 

@@ -30,10 +30,10 @@ if "google.colab" in sys.modules:
         [sys.executable, "-m", "pip", "install", "-q", "{spec}"],
         check=True,
     )
-    from importlib.metadata import version
-
     old = sys.modules.get("transformers")  # imported before this cell, then upgraded?
-    if old is not None and old.__version__ != version("transformers"):
+    new = subprocess.run([sys.executable, "-c", "import transformers as t; print(t.__version__)"],
+                         capture_output=True, text=True).stdout.strip()
+    if old is not None and old.__version__ != new:
         raise SystemExit("transformers was upgraded after it was imported: choose "
                          "Runtime > Restart session, then run this cell again")
 

@@ -17,7 +17,7 @@ from llmbook.model.blocks import GPTBlock
 from llmbook.model.hf import load_hf_gpt2_weights
 from llmbook.model.init import init_gpt2_
 from llmbook.model.layers import LayerNorm
-from llmbook.model.validation import check_ids
+from llmbook.model.validation import check_ids, check_sizes
 
 __all__ = ["GPTConfig", "GPT", "count_parameters", "model_flops_per_token"]
 
@@ -46,23 +46,7 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model
-        for name in ("vocab_size", "context_length", "d_model", "n_heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("n_layers", "d_ff"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by n_heads "
-                f"({self.n_heads})"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.layer_norm_eps <= 0:
-            raise ValueError(f"layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+        check_sizes(self)
 
     @property
     def d_head(self) -> int:

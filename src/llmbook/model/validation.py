@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-__all__ = ["check_ids"]
+__all__ = ["check_ids", "check_sizes"]
 
 
 def check_ids(name: str, idx: Tensor, vocab_size: int, max_len: int) -> None:
@@ -33,3 +35,24 @@ def check_ids(name: str, idx: Tensor, vocab_size: int, max_len: int) -> None:
             f"{name} holds ids in [{int(idx.min())}, {int(idx.max())}], outside "
             f"the vocabulary [0, {vocab_size})"
         )
+
+
+def check_sizes(config: Any) -> None:
+    """Validate a model config's sizes (GPTConfig, EncoderConfig) with clear errors."""
+    for name in ("vocab_size", "context_length", "d_model", "n_heads"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name in ("n_layers", "d_ff"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if config.d_model % config.n_heads != 0:
+        raise ValueError(
+            f"d_model ({config.d_model}) must be divisible by n_heads "
+            f"({config.n_heads})"
+        )
+    if not 0.0 <= config.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
+    if config.layer_norm_eps <= 0:
+        raise ValueError(f"layer_norm_eps must be > 0, got {config.layer_norm_eps}")
