@@ -146,6 +146,9 @@ def bwrap_command(export: Path, argv: list[str], limits: Limits) -> list[str]:
             cmd += ["--ro-bind", path, path]
     for etc in ("/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group"):
         cmd += ["--ro-bind-try", etc, etc]
+    # The private /tmp first: a Python or venv that lives under /tmp (a clone in a
+    # temporary folder) is then bound on top of it instead of being hidden by it.
+    cmd += ["--size", size, "--perms", "1777", "--tmpfs", "/tmp"]
     made: set[str] = set()
     for directory in readable_roots():
         for parent in _ancestors(directory + "/x"):
@@ -154,7 +157,6 @@ def bwrap_command(export: Path, argv: list[str], limits: Limits) -> list[str]:
                 made.add(parent)
         cmd += ["--ro-bind", directory, directory]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
-    cmd += ["--size", size, "--perms", "1777", "--tmpfs", "/tmp"]
     cmd += ["--size", size, "--perms", "1777", "--tmpfs", "/dev/shm"]
     cmd += ["--size", size, "--perms", "1777", "--tmpfs", WORKDIR]
     cmd += ["--bind", str(export), EXPORT, "--chdir", WORKDIR]
