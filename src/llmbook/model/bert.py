@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from llmbook.model.attention import padding_mask
 from llmbook.model.blocks import EncoderBlock
+from llmbook.model.init import init_normal_
 from llmbook.model.layers import LayerNorm
 from llmbook.model.validation import check_ids, check_sizes
 from llmbook.train.objectives import IGNORE_INDEX, mask_tokens
@@ -94,15 +95,7 @@ def init_bert_(model: nn.Module, std: float = 0.02) -> nn.Module:
     projections are not scaled down: in a post-LN block the LayerNorm after each
     residual sum keeps the stream's scale fixed whatever the depth.
     """
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.normal_(0.0, std)
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-        elif isinstance(module, LayerNorm):
-            module.weight.fill_(1.0)
-            if module.bias is not None:
-                module.bias.zero_()
+    init_normal_(model, std)
     return model
 
 

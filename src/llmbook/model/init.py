@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from llmbook.model.layers import LayerNorm
 
-__all__ = ["xavier_uniform_", "he_normal_", "init_gpt2_"]
+__all__ = ["xavier_uniform_", "he_normal_", "init_normal_", "init_gpt2_"]
 
 
 def _fans(tensor: Tensor) -> tuple[int, int]:
@@ -51,6 +51,22 @@ def he_normal_(
 
 
 @torch.no_grad()
+def init_normal_(model: nn.Module, std: float = 0.02) -> nn.Module:
+    """Linear and embedding weights ~ N(0, std^2), biases 0, LayerNorm gains 1 and
+    biases 0, in place (the common part of GPT-2's and BERT's schemes)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.normal_(0.0, std)
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+        elif isinstance(module, LayerNorm):
+            module.weight.fill_(1.0)
+            if module.bias is not None:
+                module.bias.zero_()
+    return model
+
+
+@torch.no_grad()
 def init_gpt2_(model: nn.Module, std: float = 0.02) -> nn.Module:
     """GPT-2's initialisation, in place.
 
@@ -67,15 +83,7 @@ def init_gpt2_(model: nn.Module, std: float = 0.02) -> nn.Module:
         if hasattr(module, "residual_projections")
         for proj in module.residual_projections()
     ]
-    for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.normal_(0.0, std)
-            if getattr(module, "bias", None) is not None:
-                module.bias.zero_()
-        elif isinstance(module, LayerNorm):
-            module.weight.fill_(1.0)
-            if module.bias is not None:
-                module.bias.zero_()
+    init_normal_(model, std)
     for proj in residual:
         proj.weight.normal_(0.0, std / math.sqrt(max(1, len(residual))))
     return model
