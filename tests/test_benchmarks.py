@@ -92,3 +92,25 @@ def test_nanogpt_comparison_times_both_at_each_config(bench, tmp_path):
         assert r["ratio"] == pytest.approx(r["ours tokens/s"] / r["nanoGPT tokens/s"])
     with pytest.raises(FileNotFoundError):
         bench.compare_nanogpt(str(tmp_path / "missing.py"))
+
+
+GENERATE = Path(__file__).resolve().parents[1] / "benchmarks" / "generate_throughput.py"
+
+
+def test_generate_benchmark_prints_a_table_of_equal_outputs(capsys):
+    spec = importlib.util.spec_from_file_location("generate_throughput", GENERATE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--batch", "1", "2", "--new-tokens", "6", "--repeats", "1",
+                        "--device", "cpu"])  # fmt: skip
+    table = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("|")
+    ]
+    assert len(table) == 2 + 6  # header, separator, 3 methods x 2 batch sizes
+    assert [c.strip() for c in table[0].strip("|").split("|")] == module.COLUMNS
+    assert all(row["same tokens"] for row in rows)  # ours and HF decode the same
+    assert all(row["new tokens/s"] > 0 for row in rows)
+    hf = [row for row in rows if row["method"] == "HF generate"]
+    assert all(row["vs HF generate"] == pytest.approx(1.0) for row in hf)
+    with pytest.raises(ValueError, match="context_length"):
+        module.benchmark(new_tokens=500)

@@ -188,6 +188,34 @@ def test_integrity_flags_adam_only_from_the_library():
     assert flags == []
 
 
+def test_integrity_follows_globals_not_locals_of_the_same_name():
+    """A parameter or local variable that shares its name with a top-level variable
+    does not drag that variable into the answer; a real global use still counts,
+    including one hidden behind a nested function's local of the same name."""
+    setup = "from llmbook.model import load_tokenizer\neos_id = load_tokenizer().eos_token_id\n"
+    cells = [
+        {"source": setup},
+        {"source": "def beam_search(model, idx, eos_id=None):\n    best = eos_id\n"
+                   "    return [x for x in idx if x != best]\n"},
+    ]  # fmt: skip
+    assert (
+        integrity.integrity_flags(cells, "lab05_decoding", {"q2": ["beam_search"]})
+        == []
+    )
+    cheat = [
+        {"source": setup},
+        {"source": "def beam_search(model, idx):\n    def inner():\n        eos_id = 1\n"
+                   "        return eos_id\n    return eos_id + inner()\n"},
+    ]  # fmt: skip
+    flags = integrity.integrity_flags(cheat, "lab05_decoding", {"q2": ["beam_search"]})
+    assert flags == ["q2: uses llmbook (llmbook.model.load_tokenizer)"], flags
+    default = [
+        {"source": setup},
+        {"source": "def beam_search(model, idx, stop=eos_id):\n    return stop\n"},
+    ]  # fmt: skip
+    assert integrity.integrity_flags(default, "lab05_decoding", {"q2": ["beam_search"]})
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path

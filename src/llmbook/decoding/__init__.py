@@ -1,51 +1,56 @@
 """Part II of the course: using a trained model (Chapter 6).
 
-``generate``: autoregressive sampling with temperature and top-k (temperature 0 is
-greedy). Chapter 6 adds beam search, nucleus sampling, KV caching and more here.
+Modules:
+
+- ``processors``: what happens to the logits before a token is chosen
+  (temperature, top-k, top-p, min-p, repetition penalty; ``SamplingConfig``);
+- ``sampling``: the generation loop, greedy or sampled, as a stream of tokens
+  (``stream``, ``stream_text``) or all at once (``generate``);
+- ``kv_cache``: the key-value cache (``KVCache``, ``forward_with_cache``);
+- ``beam``: beam search with length penalty and end-of-sequence handling;
+- ``speculative``: speculative decoding with a draft model;
+- ``masked``: fill-mask with a masked-language model.
+
+Each is checked against ``transformers`` in ``tests/test_decoding.py``.
 """
 
-from __future__ import annotations
+from llmbook.decoding.beam import beam_search
+from llmbook.decoding.kv_cache import KVCache, cache_bytes, forward_with_cache
+from llmbook.decoding.masked import fill_mask
+from llmbook.decoding.processors import (
+    SamplingConfig,
+    apply_temperature,
+    min_p_filter,
+    process_logits,
+    repetition_penalty,
+    top_k_filter,
+    top_p_filter,
+)
+from llmbook.decoding.sampling import choose_next, generate, stream, stream_text
+from llmbook.decoding.speculative import (
+    SpeculativeStats,
+    accept_or_resample,
+    speculative_generate,
+)
 
-import torch
-from torch import Tensor, nn
-
-__all__ = ["generate"]
-
-
-@torch.no_grad()
-def generate(
-    model: nn.Module,
-    idx: Tensor,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Append ``max_new_tokens`` sampled tokens to ``idx`` (batch, seq) with ``model``
-    (any module mapping (batch, seq) ids to (batch, seq, vocab) logits that has a
-    ``config.context_length``).
-
-    Each step feeds the last ``context_length`` tokens, divides the final logits
-    by ``temperature`` (0 means greedy: always the most likely token), keeps the
-    ``top_k`` largest if given, and samples from the softmax.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    was_training = model.training
-    model.eval()
-    for _ in range(max_new_tokens):
-        logits = model(idx[:, -model.config.context_length :])[:, -1]  # (batch, V)
-        if temperature == 0:
-            nxt = logits.argmax(dim=-1, keepdim=True)
-        else:
-            logits = logits / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = torch.softmax(logits, dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)
-        idx = torch.cat([idx, nxt], dim=1)  # (batch, seq + 1)
-    model.train(was_training)
-    return idx
+__all__ = [
+    "KVCache",
+    "SamplingConfig",
+    "SpeculativeStats",
+    "accept_or_resample",
+    "apply_temperature",
+    "beam_search",
+    "cache_bytes",
+    "choose_next",
+    "fill_mask",
+    "forward_with_cache",
+    "generate",
+    "min_p_filter",
+    "process_logits",
+    "repetition_penalty",
+    "speculative_generate",
+    "stream",
+    "stream_text",
+    "top_k_filter",
+    "top_p_filter",
+]

@@ -139,6 +139,65 @@ def _tampering(trees: list[ast.AST], imports: dict[str, str]) -> set[str]:
     return found
 
 
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+
+
+def _own_nodes(scope: ast.AST):
+    """The nodes of ``scope``'s body, not descending into nested functions."""
+    body = scope.body if isinstance(scope.body, list) else [scope.body]
+    stack = list(body)
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, _SCOPES):
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _free_names(node: ast.AST, enclosing: frozenset[str] = frozenset()) -> set[str]:
+    """Names ``node`` reads that are not its own locals: a function's parameters
+    and the names it assigns are local, so a top-level definition that happens to
+    share a name with one of them is not part of the answer."""
+    if not isinstance(node, _SCOPES):  # a class or a top-level assignment
+        found: set[str] = set()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, _SCOPES):
+                found |= _free_names(child, enclosing)
+            elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load):
+                found.add(child.id)
+            else:
+                found |= _free_names(child, enclosing)
+        return found
+    args = node.args
+    params = [*args.posonlyargs, *args.args, *args.kwonlyargs]
+    params += [a for a in (args.vararg, args.kwarg) if a is not None]
+    found = set()
+    for default in [*args.defaults, *args.kw_defaults]:  # evaluated outside
+        if default is not None:
+            found |= _free_names(ast.Expression(default), enclosing)
+    if not isinstance(node, ast.Lambda):
+        for decorator in node.decorator_list:
+            found |= _free_names(ast.Expression(decorator), enclosing)
+    own = list(_own_nodes(node))
+    declared = {
+        n for g in own if isinstance(g, ast.Global | ast.Nonlocal) for n in g.names
+    }
+    local = {a.arg for a in params}
+    local |= {
+        n.id for n in own if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+    local |= {n.name for n in own if isinstance(n, (*_SCOPES[:2], ast.ClassDef))}
+    local -= declared
+    inner = enclosing | local
+    for child in own:
+        if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load):
+            if child.id not in inner:
+                found.add(child.id)
+        elif isinstance(child, _SCOPES):
+            found |= _free_names(child, frozenset(inner))
+    return found
+
+
 def integrity_flags(
     cells: list[dict], lab: str, questions: dict[str, list[str]]
 ) -> list[str]:
@@ -171,13 +230,7 @@ def integrity_flags(
             if name in seen:
                 continue
             seen.add(name)
-            for node in ast.walk(defs[name]):
-                if (
-                    isinstance(node, ast.Name)
-                    and node.id in defs
-                    and node.id not in seen
-                ):
-                    todo.append(node.id)
+            todo += [n for n in _free_names(defs[name]) if n in defs and n not in seen]
         nodes = [defs[n] for n in sorted(seen)]
         for use in sorted(_uses(nodes, imports, labs.forbidden_names(lab, question))):
             flags.append(f"{question}: {use}")

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from llmbook.decoding import generate
 from llmbook.model.blocks import GPTBlock
 from llmbook.model.hf import load_hf_gpt2_weights
 from llmbook.model.init import init_gpt2_
@@ -103,6 +102,8 @@ class GPT(nn.Module):
     ) -> Tensor:
         """Append ``max_new_tokens`` sampled tokens to ``idx`` (batch, seq); see
         :func:`llmbook.decoding.generate` (temperature 0 is greedy)."""
+        from llmbook.decoding import generate  # Chapter 6's package imports this one
+
         return generate(self, idx, max_new_tokens, temperature, top_k, generator)
 
     @classmethod
