@@ -318,3 +318,74 @@ def test_two_views_on_one_page_do_not_clash(context, tmp_path):
     assert first.get_attribute("data-selected-query") == "1"
     assert visit.errors == [] and visit.outside == []
     visit.page.close()
+
+
+# --- the kernel-free decoding view -----------------------------------------------------
+
+
+def shown_bars(view) -> list[list[str]]:
+    return view.locator('[data-role="bar"]').evaluate_all(
+        "bars => bars.map(b => [b.dataset.tokenId, b.dataset.token, b.dataset.prob])"
+    )
+
+
+def test_decoding_view_redraws_from_its_data(context, tmp_path):
+    """A saved decoding view shows, for each choice of selects, the embedded row."""
+    import json
+
+    import torch
+
+    from llmbook.model import GPT, GPTConfig, load_tokenizer
+    from llmbook.viz.decoding_view import decoding_view
+
+    tokenizer = load_tokenizer("course-gpt")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(len(tokenizer), 32, d_model=32, n_heads=2, n_layers=1))
+    prompt = 'She said "<b>&amp;</b>"\n and'
+    dec = decoding_view(model, tokenizer, prompt, n_tokens=10, continuation_tokens=20)
+    visit = Visit(context, dec.save(tmp_path / "decoding.html").as_uri())
+    view = visit.page.locator(f"#{dec.element_id}")
+    assert view.get_attribute("data-ready") == "1", "the view's script did not run"
+    data = json.loads(view.locator('script[data-role="data"]').text_content())
+    values = {
+        "temperature": [f"{t:g}" for t in data["temperatures"]],
+        "top-k": ["off" if k is None else str(k) for k in data["top_ks"]],
+        "top-p": [f"{p:g}" for p in data["top_ps"]],
+    }
+    assert [view.get_attribute(f"data-{r}") for r in values] == ["1", "off", "1"]
+    assert prompt in view.inner_text()  # escaped in the HTML, intact on screen
+
+    def expected(t: str, k: str, p: str):
+        i = values["temperature"].index(t) * len(values["top-k"])
+        i = (i + values["top-k"].index(k)) * len(values["top-p"]) + values[
+            "top-p"
+        ].index(p)
+        where, probs, _, text = data["rows"][i]
+        bars = [
+            [str(data["ids"][j]), data["tokens"][j], f"{v / data['scale']:.4f}"]
+            for j, v in zip(where, probs, strict=True)
+        ]
+        return i, bars, data["continuations"][text]
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    view.screenshot(path=str(SCREENSHOTS / "decoding_view_before.png"))
+    seen = []
+    choices = ["1 off 1", "0.5 5 1", "1.5 20 0.9", "0 off 0.5", "1 off 0.5"]
+    for t, k, p in map(str.split, choices):  # temperature, top-k, top-p
+        for role, value in (("temperature", t), ("top-k", k), ("top-p", p)):
+            view.locator(f'select[data-role="{role}"]').select_option(value)
+        row, bars, text = expected(t, k, p)
+        assert view.get_attribute("data-row") == str(row)
+        assert shown_bars(view) == bars, (t, k, p)
+        continuation = view.locator('[data-role="continuation"]').text_content()
+        assert continuation == text, (t, k, p)
+        seen.append((tuple(map(tuple, bars)), continuation))
+        if t == "0":  # greedy: one bar, filled to the end of its track
+            fill = view.locator(".llmbook-dec-fill").bounding_box()
+            track = view.locator(".llmbook-dec-track").bounding_box()
+            assert abs(fill["width"] - track["width"]) < 1
+    assert len(set(seen)) == len(seen), "each setting should show its own picture"
+    assert len(seen[1][0]) == 5 and len(seen[3][0]) == 1  # top-k 5; greedy
+    view.screenshot(path=str(SCREENSHOTS / "decoding_view_after.png"))
+    assert visit.errors == [] and visit.outside == []
+    visit.page.close()

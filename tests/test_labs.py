@@ -129,6 +129,30 @@ PLANTED = {
             "            n_tokens += 1",
         ),
     },
+    "lab05_decoding": {
+        "top_p_drops_the_crossing_token": (
+            "q1",
+            "drop = cumulative - probs >= p",
+            "drop = cumulative > p",
+        ),
+        "beam_scores_not_length_normalised": (
+            "q2",
+            "finished.append((cand_scores[rank].item() / t**length_penalty, seq))",
+            "finished.append((cand_scores[rank].item(), seq))",
+        ),
+    },
+    "lab07_metrics": {
+        "bleu_without_clipping": (
+            "q1",
+            "matched += min(count, max_ref[gram])",
+            "matched += count if gram in max_ref else 0",
+        ),
+        "brevity_penalty_on_shortest_reference": (
+            "q2",
+            "return min(ref_lens, key=lambda r: (abs(r - hyp_len), r))",
+            "return min(ref_lens)",
+        ),
+    },
 }
 
 

@@ -63,6 +63,10 @@ ATTENTION = frozenset(
     }
 )
 
+BLEU = frozenset(
+    {"corpus_bleu", "sentence_bleu", "BLEU", "corpus_score", "sentence_score"}
+)
+
 FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
     "lab01": {},
     "lab02": {
@@ -83,6 +87,26 @@ FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
             {"get_cosine_schedule_with_warmup", "CosineAnnealingLR", "LambdaLR"}
         ),
         "q3": frozenset({"clip_grad_norm_", "clip_grad_value_"}),
+    },
+    "lab05": {
+        "q1": frozenset({"TopPLogitsWarper", "LogitsProcessorList"}),
+        "q2": frozenset({"generate", "beam_search", "_beam_search", "GenerationMixin"}),
+    },
+    "lab07": {
+        "q1": BLEU,
+        "q2": BLEU,
+        "q3": BLEU,
+        "q4": frozenset(
+            {
+                "f1_score",
+                "fbeta_score",
+                "precision_recall_fscore_support",
+                "precision_score",
+                "recall_score",
+                "classification_report",
+                "multilabel_confusion_matrix",
+            }
+        ),
     },
 }
 

@@ -5,15 +5,29 @@ Modules::
     plotting        matplotlib heatmaps of attention weights (Chapter 3)
     explorer        ipywidgets explorers for Colab and Jupyter (Chapter 3)
     attention_view  self-contained HTML/JS attention view for the static book
+    decoding_view   decoding settings vs. the next token: widgets and a kernel-free
+                    HTML view (Chapter 6)
 """
 
 from llmbook.viz.attention_view import AttentionView, attention_view
+from llmbook.viz.decoding_view import (
+    DecodingView,
+    decoding_explorer,
+    decoding_figure,
+    decoding_view,
+    sample_continuation,
+)
 from llmbook.viz.explorer import AttentionExplorer, temperature_explorer
 from llmbook.viz.plotting import plot_attention, plot_heads, to_numpy
 
 __all__ = [
     "AttentionView",
     "attention_view",
+    "DecodingView",
+    "decoding_explorer",
+    "decoding_figure",
+    "decoding_view",
+    "sample_continuation",
     "AttentionExplorer",
     "temperature_explorer",
     "plot_attention",
