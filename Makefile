@@ -52,7 +52,7 @@ sandbox:
 # notebook's PyTorch start a thread per core as well oversubscribes them, and runs
 # that take seconds then take minutes.
 test: lint browser sandbox
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not book" tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -m "not book" tests
 	$(BIN)/python -m pytest -m book tests
 
 labs: $(STAMP)

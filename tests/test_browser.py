@@ -10,7 +10,7 @@ attention chapter the kernel-free view reacts to its layer/head selectors and to
 click on a query token; screenshots before and after go to ``_build/screenshots/``.
 
 Chromium: see tools/find_browser.py. Without one these tests skip with one line
-saying why. Everything here lives in this one file, so ``pytest -n 2 --dist loadfile``
+saying why. Everything here lives in this one file, so ``pytest -n 2 --dist loadgroup``
 runs it in a single worker and the book is built once.
 """
 

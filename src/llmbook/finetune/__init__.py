@@ -1,0 +1,41 @@
+"""Fine-tuning (Chapter 8): adapting a trained model with few trainable parameters.
+
+Modules::
+
+    lora           LoRALinear, apply_lora, merge/unmerge, lora_state_dict
+    prompt_tuning  PromptTuning: a learned soft prompt in front of the input
+    prefix_tuning  PrefixTuning: learned keys and values in front of every layer's
+    heads          pooling, SequenceClassifier, SequenceRegressor (linear probes too)
+
+The three parameter-efficient methods are built from scratch and checked against
+``peft`` on the same models and initial values (``tests/test_finetune.py``).
+"""
+
+from llmbook.finetune.heads import SequenceClassifier, SequenceRegressor, pool
+from llmbook.finetune.lora import (
+    LoRALinear,
+    apply_lora,
+    count_trainable,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    unmerge_lora,
+)
+from llmbook.finetune.prefix_tuning import PrefixTuning, unflatten_prefix
+from llmbook.finetune.prompt_tuning import PromptTuning
+
+__all__ = [
+    "LoRALinear",
+    "PrefixTuning",
+    "PromptTuning",
+    "SequenceClassifier",
+    "SequenceRegressor",
+    "apply_lora",
+    "count_trainable",
+    "lora_layers",
+    "lora_state_dict",
+    "merge_lora",
+    "pool",
+    "unflatten_prefix",
+    "unmerge_lora",
+]
