@@ -30,5 +30,7 @@ def test_notebook_pages_have_a_colab_button(built_book, page):
 
 
 def test_every_toc_page_is_built(built_book):
-    for page in ("book/intro", "book/setup", "book/instructors", "book/bibliography"):
+    pages = ("book/intro", "book/setup", "book/instructors", "book/bibliography",
+             "book/seed_map", "book/errata")  # fmt: skip
+    for page in pages:
         assert (built_book.html / f"{page}.html").exists(), page
