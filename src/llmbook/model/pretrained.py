@@ -2,9 +2,11 @@
 
 ``save_pretrained`` writes ``config.json``, ``model.safetensors`` and, with a
 tokenizer, ``tokenizer.json`` (the Hugging Face layout); ``from_pretrained`` loads a
-directory or a model shipped with the package (``"course-gpt"``, in
-``llmbook/weights/``), and ``load_tokenizer`` its tokenizer as a ``transformers``
-fast tokenizer. ``config.json`` records the tokenizer's vocabulary size and the
+directory or a model shipped with the package (in ``llmbook/weights/``: the course
+GPT ``"course-gpt"``, its small draft ``"course-gpt-draft"``, the masked-LM encoder
+``"course-mlm"``), and ``load_tokenizer`` its tokenizer as a ``transformers`` fast
+tokenizer. ``config.json``'s ``"architecture"`` says which class to build
+(``"GPT"`` when absent). ``config.json`` records the tokenizer's vocabulary size and the
 SHA-256 of its ``tokenizer.json``: a model and a tokenizer that do not belong
 together are an error, never a silent run on garbage ids.
 """
@@ -22,7 +24,9 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
+from llmbook.model.bert import EncoderConfig, MaskedLM
 from llmbook.model.gpt import GPT, GPTConfig
+from llmbook.model.hf import MASK_TOKEN
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -34,6 +38,9 @@ __all__ = [
 ]
 
 EOS_TOKEN = "<|endoftext|>"
+
+#: The classes ``from_pretrained`` builds, by ``config.json``'s "architecture".
+ARCHITECTURES = {"GPT": (GPT, GPTConfig), "MaskedLM": (MaskedLM, EncoderConfig)}
 
 #: Where the models that ship with the package live.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -49,16 +56,21 @@ def _sha256(path: Path) -> str:
 
 
 def save_pretrained(
-    model: GPT,
+    model: GPT | MaskedLM,
     directory: str | Path,
     metadata: dict[str, Any] | None = None,
     tokenizer: Tokenizer | None = None,
 ) -> Path:
     """Write ``config.json``, ``model.safetensors`` and (given a ``tokenizers``
-    ``Tokenizer``) ``tokenizer.json``; the config records which tokenizer it is."""
+    ``Tokenizer``) ``tokenizer.json``; the config records the model's class and
+    which tokenizer it is."""
+    architecture = type(model).__name__
+    if architecture not in ARCHITECTURES:
+        raise TypeError(f"expected one of {sorted(ARCHITECTURES)}, got {architecture}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = {"model": asdict(model.config), **(metadata or {})}
+    config = {"architecture": architecture, "model": asdict(model.config),
+              **(metadata or {})}  # fmt: skip
     if tokenizer is not None:
         size = tokenizer.get_vocab_size()
         if size != model.config.vocab_size:
@@ -81,9 +93,10 @@ def save_pretrained(
 
 def from_pretrained(
     name_or_path: str | Path = "course-gpt", device: str | torch.device = "cpu"
-) -> GPT:
+) -> GPT | MaskedLM:
     """Load a model saved by :func:`save_pretrained`: a name shipped with the package
-    (``"course-gpt"``) or a directory. Returns it in eval mode."""
+    (``"course-gpt"``, ``"course-gpt-draft"``, ``"course-mlm"``) or a directory.
+    Returns a ``GPT`` or a ``MaskedLM`` (as ``config.json`` says), in eval mode."""
     directory = _resolve(name_or_path)
     config_file = directory / "config.json"
     weights_file = directory / "model.safetensors"
@@ -100,7 +113,14 @@ def from_pretrained(
                 f"`python -m llmbook.pretrain --preset cpu --out DIR`)"
             )
     meta = json.loads(config_file.read_text())
-    model = GPT(GPTConfig(**meta["model"]))
+    architecture = meta.get("architecture", "GPT")  # files older than the field
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"{config_file} names architecture {architecture!r}; known: "
+            f"{sorted(ARCHITECTURES)}"
+        )
+    model_class, config_class = ARCHITECTURES[architecture]
+    model = model_class(config_class(**meta["model"]))
     state = load_file(str(weights_file))
     state["lm_head.weight"] = state["tok_emb.weight"]
     model.load_state_dict(state)
@@ -113,7 +133,9 @@ def tokenizer_path(name_or_path: str | Path = "course-gpt") -> Path:
 
 
 def load_tokenizer(name_or_path: str | Path = "course-gpt") -> PreTrainedTokenizerFast:
-    """The tokenizer saved with a model, as a ``transformers`` fast tokenizer.
+    """The tokenizer saved with a model, as a ``transformers`` fast tokenizer
+    (``<|endoftext|>`` is BOS, EOS, UNK and padding; ``<|mask|>``, when the
+    vocabulary has it, the mask token).
 
     Raises ``FileNotFoundError`` when the directory has no tokenizer, and
     ``ValueError`` when ``tokenizer.json`` is not the one the model was saved with
@@ -134,9 +156,11 @@ def load_tokenizer(name_or_path: str | Path = "course-gpt") -> PreTrainedTokeniz
             f"{path} is not the tokenizer this model was trained with (SHA-256 "
             f"{digest[:12]}..., config.json records {record['sha256'][:12]}...)"
         )
+    has_mask = Tokenizer.from_file(str(path)).token_to_id(MASK_TOKEN) is not None
+    special = {"mask_token": MASK_TOKEN} if has_mask else {}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_file=str(path), eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
-        unk_token=EOS_TOKEN, pad_token=EOS_TOKEN,
+        unk_token=EOS_TOKEN, pad_token=EOS_TOKEN, **special,
     )  # fmt: skip
     if len(tokenizer) != meta["model"]["vocab_size"]:
         raise ValueError(

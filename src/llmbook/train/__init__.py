@@ -4,20 +4,30 @@ Modules::
 
     objectives  causal LM, masked LM (80/10/10), next-sentence pairs, span corruption
     optim       SGD, Adam, AdamW from scratch; schedules; clipping; weight-decay groups
-    config      TrainConfig and the presets (tiny, cpu, gpu)
+    config      TrainConfig and the presets (tiny, cpu, draft, gpu)
     step        the loss, the optimiser, the schedule and THE training step
     loop        the pretraining loop, weight averaging, perplexity evaluation
     history     what a run records
     checkpoint  save and resume a run exactly
     ddp         data-parallel training over torchrun (``python -m llmbook.train.ddp``)
+    mlm         the masked-LM encoder's pretraining and evaluation (``course-mlm``)
 
-``python -m llmbook.pretrain`` is the command line that trains a preset.
+``python -m llmbook.pretrain`` is the command line that trains a preset;
+``python -m llmbook.pretrain_mlm`` trains the masked LM.
 """
 
 from llmbook.train.checkpoint import load_checkpoint, save_checkpoint
 from llmbook.train.config import PRESETS, TrainConfig
 from llmbook.train.history import History
 from llmbook.train.loop import evaluate_perplexity, train, update_ema
+from llmbook.train.mlm import (
+    MLMConfig,
+    evaluate_mlm,
+    fill_mask,
+    mlm_tokenizer,
+    most_frequent_tokens,
+    train_mlm,
+)
 from llmbook.train.step import (
     autocast_context,
     lm_loss,
@@ -35,6 +45,12 @@ __all__ = [
     "evaluate_perplexity",
     "train",
     "update_ema",
+    "MLMConfig",
+    "evaluate_mlm",
+    "fill_mask",
+    "mlm_tokenizer",
+    "most_frequent_tokens",
+    "train_mlm",
     "autocast_context",
     "lm_loss",
     "lr_at",

@@ -101,7 +101,9 @@ class TrainConfig:
 
 
 #: ``tiny``: seconds, for tests. ``cpu``: the course's GPT (context 128, 4,000 steps of
-#: 4,096 tokens), under 30 minutes on a 2-core CPU. ``gpu``: a wider, deeper model with
+#: 4,096 tokens), under 30 minutes on a 2-core CPU. ``draft``: a GPT about a fifth of
+#: ``cpu``'s size with the same tokenizer and context, the draft model of speculative
+#: decoding (Chapter 6); minutes on one CPU thread. ``gpu``: a wider, deeper model with
 #: a longer context, for a Colab GPU (same data; it overfits sooner, see Chapter 5).
 PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(
@@ -120,6 +122,20 @@ PRESETS: dict[str, TrainConfig] = {
         eval_every=10,
     ),  # fmt: skip
     "cpu": TrainConfig(max_steps=4000, eval_every=500, ema_decay=0.995),
+    "draft": TrainConfig(
+        model=GPTConfig(
+            vocab_size=2048,
+            context_length=128,
+            d_model=64,
+            n_heads=2,
+            n_layers=2,
+            dropout=0.0,
+            fused_attention=True,
+        ),
+        max_steps=1200,
+        eval_every=300,
+        ema_decay=0.995,
+    ),  # fmt: skip
     "gpu": TrainConfig(
         model=GPTConfig(
             vocab_size=2048,

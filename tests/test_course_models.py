@@ -1,0 +1,155 @@
+"""The models shipped with the package besides the course GPT (Chapters 6 and 7).
+
+* ``course-gpt-draft`` (the draft model of speculative decoding): a much smaller
+  ``GPT`` with the course tokenizer, byte for byte, and the course GPT's context;
+  its recorded validation perplexity lies between the course GPT's and the
+  unigram model's (computed here on the same tokens, add-one smoothed).
+* ``course-mlm`` (the masked-LM encoder): a ``MaskedLM`` whose tokenizer is the
+  course tokenizer plus ``<|mask|>`` at id 2048; on a fixed slice of the validation
+  documents under a fixed masking it beats the unigram baseline (always guess the
+  most frequent training token) at top-1 and top-5; its logits equal Hugging Face's
+  ``BertForMaskedLM`` holding its weights (``to_hf_bert``) within atol 1e-5 on
+  seeded random ids (batch 3, odd lengths, with and without padding).
+
+Nothing is downloaded: Hugging Face runs with ``HF_HUB_OFFLINE=1``.
+"""
+
+import math
+
+import huggingface_hub.constants as hf_constants
+import pytest
+import torch
+from tokenizers import Tokenizer
+
+from llmbook.data import course_data, course_tokenizer
+from llmbook.model import GPT, MaskedLM, from_pretrained, to_hf_bert
+from llmbook.model.bert import EncoderConfig
+from llmbook.model.hf import MASK_TOKEN
+from llmbook.model.pretrained import (
+    load_tokenizer,
+    pretrained_metadata,
+    save_pretrained,
+    tokenizer_path,
+)
+from llmbook.train import evaluate_mlm, fill_mask, mlm_tokenizer, most_frequent_tokens
+
+ATOL = 1e-5
+N_DOCS = 25  # the validation slice the MLM is scored on
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+        yield
+
+
+@pytest.fixture(scope="module")
+def data():
+    return course_data(2048, "python")
+
+
+@pytest.fixture(scope="module")
+def mlm():
+    return from_pretrained("course-mlm")
+
+
+# --- the draft GPT -------------------------------------------------------------------
+
+
+def unigram_perplexity(data) -> float:
+    """Add-one unigram model of the training stream, scored as ``evaluate_perplexity``
+    scores the GPTs: every validation token and one EOS per document."""
+    counts = torch.bincount(data.train_stream, minlength=2048).double() + 1.0
+    logp = (counts / counts.sum()).log()
+    val = torch.tensor([t for doc in data.val_docs for t in (*doc, data.eos_id)])
+    return math.exp(-logp[val].mean().item())
+
+
+def test_draft_is_a_small_gpt_with_the_course_tokenizer(data):
+    draft, big = from_pretrained("course-gpt-draft"), from_pretrained("course-gpt")
+    assert isinstance(draft, GPT) and not draft.training
+    assert draft.config.vocab_size == big.config.vocab_size == 2048
+    assert draft.config.context_length == big.config.context_length == 128
+    n_draft = sum(p.numel() for p in draft.parameters())
+    assert n_draft * 3 < sum(p.numel() for p in big.parameters())
+    saved = Tokenizer.from_file(str(tokenizer_path("course-gpt-draft"))).to_str()
+    assert saved == course_tokenizer(2048, "python").to_str()
+    assert tokenizer_path("course-gpt-draft").read_bytes() == (
+        tokenizer_path("course-gpt").read_bytes()
+    )
+    assert load_tokenizer("course-gpt-draft").mask_token is None
+    draft_ppl = pretrained_metadata("course-gpt-draft")["results"]["val_perplexity"]
+    big_ppl = pretrained_metadata("course-gpt")["results"]["val_perplexity"]
+    assert big_ppl < draft_ppl < 0.5 * unigram_perplexity(data)
+
+
+# --- the masked LM -------------------------------------------------------------------
+
+
+def test_mlm_tokenizer_has_the_mask_token(mlm):
+    assert isinstance(mlm, MaskedLM) and not mlm.training
+    assert mlm.config.vocab_size == 2049
+    tokenizer = load_tokenizer("course-mlm")
+    assert tokenizer.mask_token == MASK_TOKEN and tokenizer.mask_token_id == 2048
+    assert len(tokenizer) == 2049
+    ids = tokenizer(f"return the {MASK_TOKEN} of x", add_special_tokens=False)
+    assert ids["input_ids"].count(2048) == 1
+    saved = Tokenizer.from_file(str(tokenizer_path("course-mlm")))
+    assert saved.to_str() == mlm_tokenizer().to_str()
+    assert from_pretrained("course-gpt").config.vocab_size == 2048  # unchanged
+
+
+def test_mlm_beats_the_unigram_baseline(mlm, data):
+    frequent = most_frequent_tokens(data.train_stream, 2048, exclude=[data.eos_id])
+    scores = evaluate_mlm(mlm, data.val_docs[:N_DOCS], eos_id=data.eos_id,
+                          mask_id=2048, frequent=frequent)  # fmt: skip
+    assert scores["masked_tokens"] > 300
+    assert scores["accuracy"] > scores["unigram_accuracy"] + 0.03
+    assert scores["top5_accuracy"] > scores["unigram_top5_accuracy"] + 0.03
+    assert scores["perplexity"] < 2048
+    results = pretrained_metadata("course-mlm")["results"]
+    assert results["val_accuracy"] > results["unigram_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def hf_model(mlm):
+    return to_hf_bert(mlm)
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["no-padding", "padding"])
+def test_mlm_logits_match_hf_bert(mlm, hf_model, padded):
+    gen = torch.Generator().manual_seed(7 + padded)
+    for seq in (1, 17, 128):
+        ids = torch.randint(2049, (3, seq), generator=gen)
+        lengths = torch.tensor([seq, max(1, seq - 5), 1 if padded else seq])
+        mask = (torch.arange(seq) < lengths[:, None]).long() if padded else None
+        with torch.no_grad():
+            theirs = hf_model(ids, attention_mask=mask).logits
+            ours = mlm(ids, mask)
+        assert ours.shape == (3, seq, 2049)
+        torch.testing.assert_close(theirs, ours, rtol=0, atol=ATOL)
+
+
+def test_fill_mask_ranks_tokens(mlm):
+    tokenizer = load_tokenizer("course-mlm")
+    best = fill_mask(mlm, tokenizer, f"def __init__(self, {MASK_TOKEN}):")
+    assert len(best) == 5
+    probs = [p for _, p in best]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    with pytest.raises(ValueError, match="exactly one"):
+        fill_mask(mlm, tokenizer, "no mask here")
+
+
+def test_save_and_load_a_masked_lm(tmp_path):
+    torch.manual_seed(0)
+    model = MaskedLM(EncoderConfig(vocab_size=2049, context_length=16, d_model=16,
+                                   n_heads=2, n_layers=1)).eval()  # fmt: skip
+    save_pretrained(model, tmp_path, tokenizer=mlm_tokenizer())
+    loaded = from_pretrained(tmp_path)
+    assert isinstance(loaded, MaskedLM)
+    assert pretrained_metadata(tmp_path)["architecture"] == "MaskedLM"
+    ids = torch.randint(2049, (2, 9))
+    torch.testing.assert_close(loaded(ids), model(ids), rtol=0, atol=0)
+    assert load_tokenizer(tmp_path).mask_token_id == 2048
