@@ -88,7 +88,7 @@ def tiny_hf_gpt2():
 # its own group: the chapters then execute on both workers at once instead of one
 # after the other. Notebook runs are collected first, slowest first, so the longest
 # one starts at once and the short tests fill the gaps.
-SLOW_NOTEBOOKS = ("05_pretraining", "01_introduction", "08_evaluation", "04_transformer",
+SLOW_NOTEBOOKS = ("05_pretraining", "01_introduction", "08_evaluation", "04_transformer", "07_finetuning",
                   "06_decoding", "02_data")  # fmt: skip
 
 
