@@ -85,6 +85,28 @@ def test_draft_is_a_small_gpt_with_the_course_tokenizer(data):
     assert big_ppl < draft_ppl < 0.5 * unigram_perplexity(data)
 
 
+def test_instruction_tuned_gpt_reproduces_its_recorded_perplexity():
+    """course-gpt-sft (Chapter 7's LoRA instruction tuning, merged; scored in Chapter
+    8): the course tokenizer, and the perplexity recorded for it on the first 30
+    validation documents, which is above the base model's there (forgetting)."""
+    from llmbook.data import course_splits
+    from llmbook.train import evaluate_perplexity
+
+    sft, base = from_pretrained("course-gpt-sft"), from_pretrained("course-gpt")
+    assert isinstance(sft, GPT) and sft.config == base.config
+    assert tokenizer_path("course-gpt-sft").read_bytes() == (
+        tokenizer_path("course-gpt").read_bytes()
+    )
+    results = pretrained_metadata("course-gpt-sft")["results"]
+    assert "07_finetuning" in results["made_by"]
+    tokenizer = load_tokenizer("course-gpt-sft")
+    docs = [tokenizer.encode(doc) for doc in course_splits().val[:30]]
+    eos = tokenizer.eos_token_id
+    ppl = evaluate_perplexity(sft, docs, eos)
+    assert ppl == pytest.approx(results["val_perplexity_30_docs"], rel=1e-4)
+    assert ppl > evaluate_perplexity(base, docs, eos)
+
+
 # --- the masked LM -------------------------------------------------------------------
 
 
