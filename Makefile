@@ -43,16 +43,19 @@ sandbox:
 		&& apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; } \
 		|| echo "bubblewrap not installed: the grading sandbox tests will skip"
 
-# Stage 1 (both cores): unit tests, lab/grading self-tests, and every notebook in
-# chapters/ and solutions/ executed exactly once (tests/test_notebooks_execute.py),
-# which leaves the chapters' results in the book's execution cache.
+# Stage 1 (both cores): unit tests, lab/grading self-tests, every chapter executed
+# exactly once (tests/test_notebooks_execute.py, which leaves the results in the book's
+# execution cache), and every lab master in solutions/ run by nbval (--nbval-lax: cells
+# marked `# NBVAL_CHECK_OUTPUT` must reprint their stored output, after tests/sanitize.cfg).
 # Stage 2: one book build that reuses that cache (-W: zero warnings), then the
 # browser tests on it.
 # OMP_NUM_THREADS=1: the two workers already fill the two cores; letting each
 # notebook's PyTorch start a thread per core as well oversubscribes them, and runs
 # that take seconds then take minutes.
 test: lint browser sandbox
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -m "not book" tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadscope -m "not book" \
+		tests solutions --nbval-lax --nbval-current-env --nbval-cell-timeout 600 \
+		--nbval-sanitize-with tests/sanitize.cfg
 	$(BIN)/python -m pytest -m book tests
 
 labs: $(STAMP)

@@ -82,29 +82,26 @@ def tiny_hf_gpt2():
     return hf
 
 
-# `make test` runs `pytest -n 2 --dist loadgroup`. Every test module is one group (as
-# with `--dist loadfile`: module-scoped fixtures, such as a lab graded once, are built
-# by one worker only), except tests/test_notebooks_execute.py, where each notebook is
-# its own group: the chapters then execute on both workers at once instead of one
-# after the other. Notebook runs are collected first, slowest first, so the longest
-# one starts at once and the short tests fill the gaps.
+# `make test` runs `pytest -n 2 --dist loadscope`: every test module (or test class)
+# goes to one worker as a unit, so module-scoped fixtures, such as a lab graded once,
+# are built by one worker only. tests/test_notebooks_execute.py has one class per
+# chapter, so the chapters execute on both workers at once, and nbval's cells of one
+# lab master (solutions/*.ipynb) stay together in one kernel. (pytest 9 ignores the
+# node-id suffix with which `--dist loadgroup` groups tests: every test became its own
+# unit.) Chapter runs are collected first, slowest first, so the longest one starts at
+# once and the short tests fill the gaps; lab masters come next.
 SLOW_NOTEBOOKS = ("05_pretraining", "01_introduction", "08_evaluation", "04_transformer", "07_finetuning",
                   "06_decoding", "02_data")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
     def rank(item):
-        if item.module.__name__ != "test_notebooks_execute":
+        if item.__class__.__name__ == "IPyNbCell":  # nbval: a cell of a lab master
             return (1, 0)
-        name = item.callspec.id if hasattr(item, "callspec") else ""
+        if item.module.__name__ != "test_notebooks_execute":
+            return (2, 0)
+        name = item.cls.__name__ if item.cls is not None else ""
         slow = [i for i, n in enumerate(SLOW_NOTEBOOKS) if n in name]
         return (0, slow[0] if slow else len(SLOW_NOTEBOOKS))
 
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        group = item.module.__name__
-        if group == "test_notebooks_execute":
-            group = f"notebook-{item.callspec.id}"
-        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=rank)  # stable: the order within each group is kept

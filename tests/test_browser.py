@@ -10,7 +10,7 @@ attention chapter the kernel-free view reacts to its layer/head selectors and to
 click on a query token; screenshots before and after go to ``_build/screenshots/``.
 
 Chromium: see tools/find_browser.py. Without one these tests skip with one line
-saying why. Everything here lives in this one file, so ``pytest -n 2 --dist loadgroup``
+saying why. Everything here lives in this one file, so ``pytest -n 2 --dist loadscope``
 runs it in a single worker and the book is built once.
 """
 
@@ -37,9 +37,9 @@ playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="browser tests skipped: playwright is not installed"
 )
 
-# One worker builds the book and owns the browser: `--dist loadfile` keeps this file
-# together; the group does the same under `--dist loadgroup`.
-pytestmark = [pytest.mark.book, pytest.mark.xdist_group("book")]
+# One worker builds the book and owns the browser: `--dist loadscope` (or loadfile)
+# keeps this file together.
+pytestmark = [pytest.mark.book]
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -53,16 +53,6 @@ CHROMIUM_ARGS = [
 ]
 LOCAL_HOSTS = {"127.0.0.1"}
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-# Console messages from the pinned theme stack that do not affect content; each is
-# matched exactly, so any other error still fails.
-KNOWN_NOISE = {
-    # sphinx-thebe 0.3.1 inline config script is emitted twice under jupyter-book
-    # 1.0.4 + Sphinx 7.4 (togglebutton's is too, but it uses `var`); the second copy
-    # fails to redeclare a const. Thebe is unused here.
-    "uncaught: Identifier 'THEBE_JS_URL' has already been declared",
-    # pydata-sphinx-theme, first page in a fresh profile (no stored light/dark mode).
-    "Got invalid theme mode: . Resetting to auto.",
-}
 ATTENTION_PAGE = "chapters/03_attention"
 
 
@@ -136,7 +126,6 @@ class Visit:
         self.errors: list[str] = []
         self.outside: list[str] = []
         self.page = context.new_page()
-        self.noise: list[str] = []
         self.page.on(
             "console", lambda m: self._log(m.text) if m.type == "error" else None
         )
@@ -145,7 +134,7 @@ class Visit:
         self.page.goto(url, wait_until="load")
 
     def _log(self, text: str) -> None:
-        (self.noise if text in KNOWN_NOISE else self.errors).append(text)
+        self.errors.append(text)  # every console error fails, none is tolerated
 
     def _route(self, route) -> None:
         url = route.request.url

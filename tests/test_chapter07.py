@@ -4,6 +4,9 @@ The chapter writes ``answer_masked_loss``, ``encode_pair`` and ``make_batch`` in
 Here the loss equals a direct token-by-token computation (within 1e-6) on fresh
 seeded logits (batch 3, odd lengths, random masks), ignores every unmasked position,
 and the batches mark exactly the answer tokens and the closing end-of-text as targets.
+It also checks the helpers of the methods table and of DPO: ``training_bytes`` on a
+layer whose saved tensors can be counted by hand, ``preference_pairs`` (the rejected
+answer is always another answer) and ``n_params``.
 """
 
 from pathlib import Path
@@ -71,3 +74,54 @@ def test_batch_targets_are_the_answers(nb):
         assert targets[row][mask[row]].tolist() == tok.encode(answer) + [EOS]
         ids, _ = nb.encode_pair(*pairs[row])
         assert inputs[row, : len(ids) - 1].tolist() == ids[:-1]
+
+
+@pytest.fixture(scope="module")
+def costs():
+    import numpy as np
+
+    return notebook_definitions(
+        CHAPTER,
+        ["training_bytes", "preference_pairs", "n_params"],
+        extra_globals={"np": np},
+    )
+
+
+def test_training_bytes_counts_weights_state_and_saved_activations(costs):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh())
+    x = torch.randn(4, 6)
+    weights = (6 * 5 + 5) * 4  # float32
+    # all trainable: gradients + AdamW's two moments = 3 more copies; autograd saves
+    # the input of the linear layer (for the weight's gradient) and tanh's output
+    saved = 4 * 6 * 4 + 4 * 5 * 4
+    assert costs.training_bytes(model, lambda: model(x).sum()) == 4 * weights + saved
+    # weight frozen: only the bias has state, and the input is no longer saved
+    model[0].weight.requires_grad_(False)
+    assert costs.training_bytes(model, lambda: model(x).sum()) == (
+        weights + 3 * 5 * 4 + 4 * 5 * 4
+    )
+
+
+def test_preference_pairs_reject_another_answer(costs):
+    pairs = [(f"f{i}", f"Answer {i % 7}.") for i in range(40)]  # repeated answers
+    triples = costs.preference_pairs(pairs, seed=3)
+    assert 0 < len(triples) <= len(pairs)
+    answers = {a for _, a in pairs}
+    for name, chosen, rejected in triples:
+        assert (name, chosen) in pairs
+        assert rejected != chosen and rejected in answers
+
+
+def test_n_params_counts_the_signature(costs):
+    import ast
+
+    src = (
+        "def f(a, b=1, *args, c, **kw): pass\n"
+        "class K:\n"
+        "    def m(self, x, /, y): pass\n"
+        "    @classmethod\n"
+        "    def n(cls): pass\n"
+    )
+    funcs = [n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.FunctionDef)]
+    assert [costs.n_params(f) for f in funcs] == [5, 2, 0]

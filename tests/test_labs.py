@@ -58,6 +58,18 @@ SOLUTION_MARKERS = ("# BEGIN SOLUTION", "# END SOLUTION")
 # Typical wrong answers, planted into the solution: lab -> name -> (question that must
 # lose points, text in the solution, replacement). Every lab needs at least one.
 PLANTED = {
+    "lab09_quantization": {
+        "scale_from_mean_instead_of_max": (
+            "q1",
+            "scale = x.abs().max().float() / 127",
+            "scale = x.abs().mean().float() / 127",
+        ),
+        "rounding_before_scaling": (
+            "q2",
+            "q = torch.clamp(torch.round(w.float() / scales), -127, 127)",
+            "q = torch.clamp(torch.round(w.float()) / scales, -127, 127)",
+        ),
+    },
     "lab01_tokens_ngrams": {
         "tie_break_to_largest_pair": (
             "q1",
@@ -129,6 +141,18 @@ PLANTED = {
             "            n_tokens += 1",
         ),
     },
+    "lab08_moe": {
+        "top_k_gates_not_renormalised": (
+            "q1",
+            "gates = top / top.sum(dim=-1, keepdim=True)",
+            "gates = top",
+        ),
+        "balance_loss_from_counts_only": (
+            "q2",
+            "return n_experts * (f * p).sum()",
+            "return n_experts * (f * f).sum()",
+        ),
+    },
     "lab05_decoding": {
         "top_p_drops_the_crossing_token": (
             "q1",
@@ -139,6 +163,22 @@ PLANTED = {
             "q2",
             "finished.append((cand_scores[rank].item() / t**length_penalty, seq))",
             "finished.append((cand_scores[rank].item(), seq))",
+        ),
+    },
+    "lab06_lora": {
+        "lora_A_zero_instead_of_B": (
+            "q1",
+            "self.lora_A = nn.Parameter(torch.empty(r, base.in_features).to(w))\n"
+            "        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r).to(w))\n"
+            "        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))",
+            "self.lora_A = nn.Parameter(torch.zeros(r, base.in_features).to(w))\n"
+            "        self.lora_B = nn.Parameter(torch.empty(base.out_features, r).to(w))\n"
+            "        nn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))",
+        ),
+        "scaling_r_over_alpha": (
+            "q1",
+            "self.scaling = alpha / r",
+            "self.scaling = r / alpha",
         ),
     },
     "lab07_metrics": {

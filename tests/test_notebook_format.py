@@ -73,7 +73,7 @@ def test_chapter_opening_and_skeleton(path):
     assert "seed" in opening, "the opening must say which seed sections it covers"
     setup = notebook_setup.setup_cells(nb)[0]
     assert nb.cells.index(setup) <= 2, "the setup cell comes right after the opening"
-    assert "hide-output" in setup.metadata.get("tags", [])
+    assert "hide-cell" in setup.metadata.get("tags", []), "setup renders as one toggle"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
     for heading in ("summary", "exercises"):
         assert f"# {heading}" in text or f"## {heading}" in text, heading

@@ -1,4 +1,4 @@
-"""Execute every notebook in chapters/ and solutions/ exactly once per `make test`.
+"""Execute every chapter notebook exactly once per `make test`.
 
 Each notebook is run top to bottom by the executor Jupyter Book itself uses
 (jupyter-cache's ``single_nb_execution``, in the notebook's folder). A cell that raises
@@ -9,6 +9,10 @@ must print what the notebook has stored for them, after the substitutions in
 Chapters are then written into the book's execution cache (``_build/.jupyter_cache``),
 so the book build that follows (`make test`'s second stage, or `make book`) renders
 these results instead of executing the chapters a second time.
+
+The lab masters in ``solutions/`` are not run here: `make test` hands them to nbval
+itself (``pytest --nbval-lax solutions``, with the same sanitize file), and
+tests/conftest.py keeps each master's cells on one worker.
 """
 
 from __future__ import annotations
@@ -28,9 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "_build" / ".jupyter_cache"
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 TIMEOUT_S = 600
-NOTEBOOKS = sorted(
-    p for folder in ("chapters", "solutions") for p in (ROOT / folder).glob("*.ipynb")
-)
+NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
 
 
 def sanitizers() -> list[tuple[re.Pattern, str]]:
@@ -68,8 +70,7 @@ def store_in_book_cache(executed: nbformat.NotebookNode, path: Path, seconds: fl
         )
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_notebook_executes(path):
+def execute_and_check(path: Path) -> None:
     stored = nbformat.read(path, as_version=4)
     notebook = nbformat.read(path, as_version=4)
     result = single_nb_execution(
@@ -92,5 +93,21 @@ def test_notebook_executes(path):
             f"{path.name}, cell {index}: output differs from the stored one "
             "(re-run the notebook and save it if the change is intended)"
         )
-    if path.parent.name == "chapters":
-        store_in_book_cache(notebook, path, result.time)
+    store_in_book_cache(notebook, path, result.time)
+
+
+# One test class per chapter (TestChapter_05_pretraining, ...), not one parametrized
+# function: `make test` runs `pytest -n 2 --dist loadscope`, which sends each class to
+# a worker as a unit, so the chapters spread over both workers while every other test
+# module stays whole on one (its module-scoped fixtures are built once).
+def _chapter_class(path: Path) -> type:
+    def test_executes(self):
+        execute_and_check(path)
+
+    return type(f"TestChapter_{path.stem}", (), {"test_executes": test_executes})
+
+
+for _path in NOTEBOOKS:
+    _cls = _chapter_class(_path)
+    globals()[_cls.__name__] = _cls
+del _path, _cls

@@ -1,8 +1,9 @@
 """Keep what is derived from `_config.yml` in step with it.
 
 The repository URL lives only in `_config.yml`. Two things are generated from it:
-the Colab install line of every notebook's setup cell (the code cell tagged `setup`),
-and the chapter/lab map with Colab links in README.md (between the `map:start` and
+the Colab install line of every notebook's setup cell (the code cell tagged `setup`;
+its tags are SETUP_TAGS, so the book shows it as one collapsed toggle), and the
+chapter/lab map with Colab links in README.md (between the `map:start` and
 `map:end` markers, built from `_toc.yml`). `python tools/notebook_setup.py sync`
 rewrites both; `python tools/notebook_setup.py check` (run by `make test`) reports
 anything that disagrees.
@@ -41,6 +42,12 @@ from llmbook.utils import setup
 
 device = setup(seed=0)"""
 
+
+# Tags of the setup cell: `setup` finds it; `hide-cell` renders it in the book as one
+# collapsed "Show code cell content" toggle (input and output hidden until clicked).
+SETUP_TAGS = ["setup", "hide-cell"]
+# Visibility tags the setup cell must not carry besides `hide-cell`.
+OTHER_HIDE_TAGS = ("hide-input", "hide-output", "remove-input", "remove-output")
 
 MAP_START, MAP_END = "<!-- map:start -->", "<!-- map:end -->"
 
@@ -113,17 +120,36 @@ def problems(path: Path) -> list[str]:
         return [
             f"{path.name}: expected exactly one cell tagged 'setup', found {len(cells)}"
         ]
+    found = []
     if cells[0].source != expected_source(path):
-        return [f"{path.name}: setup cell differs from the template (run `make sync`)"]
-    return []
+        found.append(
+            f"{path.name}: setup cell differs from the template (run `make sync`)"
+        )
+    if setup_tags(cells[0]) != cells[0].metadata.get("tags", []):
+        found.append(
+            f"{path.name}: setup cell tags are not {SETUP_TAGS} (run `make sync`)"
+        )
+    return found
+
+
+def setup_tags(cell) -> list[str]:
+    """The setup cell's tags: SETUP_TAGS first, then any others it had."""
+    tags = cell.metadata.get("tags", [])
+    rest = [t for t in tags if t not in SETUP_TAGS and t not in OTHER_HIDE_TAGS]
+    return SETUP_TAGS + rest
 
 
 def sync(path: Path) -> bool:
     nb = nbformat.read(path, as_version=4)
     cells = setup_cells(nb)
-    if len(cells) != 1 or cells[0].source == expected_source(path):
+    if len(cells) != 1:
         return False
-    cells[0].source = expected_source(path)
+    cell = cells[0]
+    source, tags = expected_source(path), setup_tags(cell)
+    if cell.source == source and cell.metadata.get("tags", []) == tags:
+        return False
+    cell.source = source
+    cell.metadata["tags"] = tags
     nbformat.write(nb, path)
     return True
 

@@ -10,6 +10,7 @@ Modules, in the order the pipeline runs::
     batching      packing, DataLoader, the random-window sampler training uses
     ngram         n-gram language models with Kneser-Ney smoothing (Chapter 1)
     baselines     the recorded n-gram baseline every later model must beat
+    parallel      English -> Chinese parallel pairs, offline (Chapter 9)
 
 Everything public is re-exported here: ``from llmbook.data import course_splits``.
 """
@@ -40,6 +41,7 @@ from llmbook.data.cleaning import (
 )
 from llmbook.data.corpus import CORPORA, corpus_stats, load_corpus, load_hub_corpus
 from llmbook.data.ngram import NGramLM
+from llmbook.data.parallel import load_parallel, parallel_sources
 from llmbook.data.splits import (
     Splits,
     compute_course_splits,
@@ -77,6 +79,8 @@ __all__ = [
     "load_corpus",
     "load_hub_corpus",
     "NGramLM",
+    "load_parallel",
+    "parallel_sources",
     "Splits",
     "compute_course_splits",
     "course_splits",

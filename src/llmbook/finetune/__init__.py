@@ -5,12 +5,14 @@ Modules::
     lora           LoRALinear, apply_lora, merge/unmerge, lora_state_dict
     prompt_tuning  PromptTuning: a learned soft prompt in front of the input
     prefix_tuning  PrefixTuning: learned keys and values in front of every layer's
+    dpo            dpo_loss, preference_margin, sequence_log_prob (preferences)
     heads          pooling, SequenceClassifier, SequenceRegressor (linear probes too)
 
 The three parameter-efficient methods are built from scratch and checked against
 ``peft`` on the same models and initial values (``tests/test_finetune.py``).
 """
 
+from llmbook.finetune.dpo import dpo_loss, preference_margin, sequence_log_prob
 from llmbook.finetune.heads import SequenceClassifier, SequenceRegressor, pool
 from llmbook.finetune.lora import (
     LoRALinear,
@@ -32,10 +34,13 @@ __all__ = [
     "SequenceRegressor",
     "apply_lora",
     "count_trainable",
+    "dpo_loss",
     "lora_layers",
     "lora_state_dict",
     "merge_lora",
     "pool",
+    "preference_margin",
+    "sequence_log_prob",
     "unflatten_prefix",
     "unmerge_lora",
 ]

@@ -52,6 +52,10 @@ FREE: dict[str, dict[str, str | frozenset[str]]] = {
         # 30 Adam steps amplify rounding: the assert (loss halves) is the judge
         "test_q4_memorises_a_batch": ALL,
     },
+    "lab06": {
+        # A is drawn at random: each correct layer draws its own
+        "test_q1_initialised_like_peft": ALL,
+    },
 }
 
 SOFTMAX = frozenset({"softmax", "log_softmax", "Softmax", "softmin"})
@@ -63,11 +67,34 @@ ATTENTION = frozenset(
     }
 )
 
+TORCH_QUANT = frozenset(
+    {
+        "quantize_per_tensor",
+        "quantize_per_channel",
+        "quantize_per_tensor_dynamic",
+        "fake_quantize_per_tensor_affine",
+        "fake_quantize_per_channel_affine",
+        "quantize_dynamic",
+        "int_repr",
+        "dequantize",
+    }
+)
+
 BLEU = frozenset(
     {"corpus_bleu", "sentence_bleu", "BLEU", "corpus_score", "sentence_score"}
 )
 
+# lab06: LoRA by hand, not peft's (the package, its config and its layers)
+PEFT = frozenset(
+    {"peft", "LoraConfig", "LoraModel", "get_peft_model", "PeftModel", "LoraLayer"}
+)
+
 FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
+    "lab09": {
+        "q1": TORCH_QUANT,
+        "q2": TORCH_QUANT,
+        "q3": TORCH_QUANT | frozenset({"DynamicQuantizedLinear"}),
+    },
     "lab01": {},
     "lab02": {
         "q2": SOFTMAX,
@@ -91,6 +118,24 @@ FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
     "lab05": {
         "q1": frozenset({"TopPLogitsWarper", "LogitsProcessorList"}),
         "q2": frozenset({"generate", "beam_search", "_beam_search", "GenerationMixin"}),
+    },
+    "lab06": {
+        "q1": PEFT,
+        "q2": PEFT | frozenset({"merge_and_unload", "merge_adapter"}),
+        "q3": PEFT | frozenset({"inject_adapter_in_model"}),
+    },
+    "lab08": {
+        "q1": frozenset({"MixtralTopKRouter", "MixtralSparseMoeBlock"}),
+        "q2": frozenset({"load_balancing_loss_func"}),
+        "q3": frozenset(
+            {
+                "MixtralSparseMoeBlock",
+                "MixtralExperts",
+                "SwitchTransformersSparseMLP",
+                "SwitchTransformersExperts",
+                "SwitchTransformersTop1Router",
+            }
+        ),
     },
     "lab07": {
         "q1": BLEU,

@@ -13,6 +13,7 @@ Modules::
     pretrained       save_pretrained / from_pretrained, the shipped course GPT (Ch. 5)
     encoders         the MiniLM sentence encoder shipped on PyPI, with attentions
     validation       clear errors for bad token ids
+    moe              mixture-of-experts layers, losses and the MoE GPT (Ch. 10)
 
 Everything public is re-exported here: ``from llmbook.model import GPT, GPTConfig``.
 """
@@ -45,6 +46,7 @@ from llmbook.model.layers import (
     apply_rope,
     sinusoidal_positions,
 )
+from llmbook.model.moe import MoEConfig, MoEFeedForward, moe_gpt
 from llmbook.model.pretrained import (
     from_pretrained,
     load_tokenizer,
@@ -88,4 +90,7 @@ __all__ = [
     "load_tokenizer",
     "pretrained_metadata",
     "save_pretrained",
+    "MoEConfig",
+    "MoEFeedForward",
+    "moe_gpt",
 ]
