@@ -42,6 +42,11 @@ def built_book(tmp_path_factory) -> BookBuild:
     out = tmp_path_factory.mktemp("book")
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     config["execute"]["cache"] = str(ROOT / "_build" / ".jupyter_cache")
+    # The config is written elsewhere, and jupyter-book resolves local extension
+    # folders from the config file's folder: make them absolute.
+    local = config.get("sphinx", {}).get("local_extensions") or {}
+    for name, folder in local.items():
+        local[name] = str(ROOT / folder)
     config_file = out / "_config.yml"
     config_file.write_text(yaml.safe_dump(config))
     jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent))
