@@ -36,11 +36,9 @@ AWAITING_CHAPTER_LINK = {}
 # Seed terms no chapter uses (yet): the FAQ or the tools page uses and links them.
 APPENDIX_ONLY = {
     "downstream task", "conditional probability", "long-range dependency",
-    "data augmentation", "pruning", "grid search", "random search",
-    "Bayesian optimisation", "code generation", "interpretability", "controllability",
-    "TPU", "dynamic computation graph",
+    "data augmentation", "pruning", "controllability", "TPU",
+    "dynamic computation graph",
 }  # fmt: skip
-
 CJK = re.compile(r"[\u3400-\u9fff]")
 ROLE = re.compile(r"\{term\}`([^`]*)`")
 FIRST_USE = re.compile(
