@@ -4,10 +4,13 @@ Each glossary entry names one idea by its English term(s), then its Chinese term
 the seed articles write them, and an indented one-line definition that ends with
 "First use: [page](link) §section." The checks:
 
-* every Chinese term occurs verbatim in a seed, and an entry without one says that the
-  seeds write the English term (and the seeds do); no term is listed twice;
+* every Chinese term occurs verbatim in a seed, and an entry without one says why:
+  either the seeds write the English term (and the seeds do), or the term is the
+  chapters' own and is not in the seeds (and it is not); no term is listed twice;
 * every {term} role in a chapter or appendix page names a glossary term;
-* every entry is linked from a chapter, except the few listed below with the reason;
+* every entry is linked from a chapter, except the few listed below with the reason
+  (an entry awaiting its chapter's link must be used, by a stated word, in the section
+  its "First use" names);
 * "First use" points at the first page, in book order, that links the entry, and the
   section it names is the section of that page where the first link sits;
 * a chapter links an entry at most once (at its first use in that chapter).
@@ -32,13 +35,97 @@ APPENDIX_PAGES = [ROOT / "book" / "faq.md", ROOT / "book" / "tools.md"]
 
 # Entries first used in a chapter that has no {term} link to them yet: the chapter's
 # owner adds the link (then remove the entry here). Value: (chapter file, word used).
-AWAITING_CHAPTER_LINK = {}
+# The word must occur in the chapter, in the section that the entry's "First use" names.
+# These are the terms the chapters introduce beyond the seeds' vocabulary.
+AWAITING_CHAPTER_LINK = {
+    "add-k smoothing": ("01_introduction", "add-k"),
+    "Kneser-Ney smoothing": ("01_introduction", "Kneser-Ney"),
+    "scaling law": ("05_pretraining", "scaling law"),
+    "compute-optimal": ("01_introduction", "Chinchilla"),
+    "FLOPs": ("05_pretraining", "FLOPs"),
+    "Unicode normalisation": ("02_data", "NFKC"),
+    "MinHash": ("02_data", "MinHash"),
+    "Jaccard similarity": ("02_data", "Jaccard similarity"),
+    "locality-sensitive hashing": ("02_data", "locality-sensitive"),
+    "byte-pair encoding": ("01_introduction", "byte-pair encoding"),
+    "WordPiece": ("02_data", "WordPiece"),
+    "data leakage": ("02_data", "leakage"),
+    "packing": ("02_data", "packing"),
+    "temperature": ("03_attention", "temperature"),
+    "padding mask": ("03_attention", "padding mask"),
+    "rotary position embedding": ("04_transformer", "RoPE"),
+    "pre-LN": ("04_transformer", "pre-LN"),
+    "weight tying": ("04_transformer", "weight tying"),
+    "weight decay": ("05_pretraining", "AdamW"),
+    "gradient clipping": ("05_pretraining", "gradient clipping"),
+    "gradient accumulation": ("05_pretraining", "gradient accumulation"),
+    "data parallelism": ("05_pretraining", "data parallelism"),
+    "span corruption": ("05_pretraining", "span corruption"),
+    "top-k sampling": ("04_transformer", "top-k"),
+    "top-p sampling": ("06_decoding", "top-p"),
+    "min-p sampling": ("06_decoding", "min-p"),
+    "repetition penalty": ("06_decoding", "repetition penalty"),
+    "length penalty": ("06_decoding", "length penalty"),
+    "KV cache": ("06_decoding", "key-value cache"),
+    "speculative decoding": ("06_decoding", "speculative decoding"),
+    "linear probe": ("07_finetuning", "linear probe"),
+    "TF-IDF": ("07_finetuning", "TF-IDF"),
+    "instruction tuning": ("01_introduction", "instruction tuning"),
+    "catastrophic forgetting": ("07_finetuning", "catastrophic forgetting"),
+    "parameter-efficient fine-tuning": ("07_finetuning", "parameter-efficient"),
+    "DPO": ("07_finetuning", "DPO"),
+    "reward model": ("07_finetuning", "reward model"),
+    "RLHF": ("13_responsible_ai", "RLHF"),
+    "confusion matrix": ("08_evaluation", "confusion matrix"),
+    "macro average": ("07_finetuning", "macro"),
+    "bits per byte": ("08_evaluation", "bits per byte"),
+    "chrF": ("08_evaluation", "chrF"),
+    "brevity penalty": ("08_evaluation", "brevity penalty"),
+    "bootstrap confidence interval": ("08_evaluation", "bootstrap"),
+    "permutation test": ("08_evaluation", "permutation test"),
+    "contamination": ("08_evaluation", "contamination"),
+    "Cohen's kappa": ("08_evaluation", "Cohen's kappa"),
+    "LLM-as-a-judge": ("08_evaluation", "LLM-as-a-judge"),
+    "router": ("10_moe", "router"),
+    "top-k routing": ("10_moe", "top-k routing"),
+    "noisy top-k": ("10_moe", "noisy top-k"),
+    "load-balancing loss": ("10_moe", "load balancing"),
+    "router z-loss": ("10_moe", "z-loss"),
+    "capacity factor": ("10_moe", "capacity factor"),
+    "expert parallelism": ("10_moe", "expert parallelism"),
+    "active parameters": ("10_moe", "active parameters"),
+    "quantization": ("11_deployment", "quantization"),
+    "absmax quantization": ("11_deployment", "absmax"),
+    "group-wise quantization": ("11_deployment", "group-wise"),
+    "ONNX": ("11_deployment", "ONNX"),
+    "continuous batching": ("11_deployment", "continuous batching"),
+    "memory-bound": ("11_deployment", "bandwidth"),
+    "time to first token": ("11_deployment", "time to first token"),
+    "retrieval-augmented generation": ("01_introduction", "retrieval-augmented"),
+    "chunking": ("12_applications", "chunking"),
+    "chat template": ("12_applications", "chat template"),
+    "system prompt": ("12_applications", "system prompt"),
+    "doctest": ("12_applications", "doctest"),
+    "sandbox": ("12_applications", "sandbox"),
+    "WEAT": ("13_responsible_ai", "WEAT"),
+    "effect size": ("13_responsible_ai", "effect size"),
+    "canary": ("13_responsible_ai", "canary"),
+    "exposure": ("13_responsible_ai", "exposure"),
+    "memorisation": ("01_introduction", "memorisation"),
+    "integrated gradients": ("13_responsible_ai", "integrated gradients"),
+    "logit lens": ("13_responsible_ai", "logit lens"),
+    "agent": ("01_introduction", "agents"),
+}  # fmt: skip
 # Seed terms no chapter uses (yet): the FAQ or the tools page uses and links them.
 APPENDIX_ONLY = {
     "downstream task", "conditional probability", "long-range dependency",
     "data augmentation", "pruning", "controllability", "TPU",
     "dynamic computation graph",
 }  # fmt: skip
+# An entry without a Chinese term says why: the seeds use the English word, or the term
+# is the chapters' own and the seeds never use it (both are checked against the seeds).
+SEEDS_WRITE_ENGLISH = "The seeds write the English term."
+NOT_IN_SEEDS = "Not in the seeds."
 CJK = re.compile(r"[\u3400-\u9fff]")
 ROLE = re.compile(r"\{term\}`([^`]*)`")
 FIRST_USE = re.compile(
@@ -162,14 +249,19 @@ def test_chinese_terms_are_the_seeds_own():
             if term not in seeds
         ]
         if not entry.chinese:
-            if "The seeds write the English term." not in entry.definition:
-                problems.append(f"{entry.key}: no Chinese term and no note saying so")
             pattern = "|".join(
                 r"[\s-]?".join(map(re.escape, re.split(r"[\s-]+", t)))
                 for t in entry.english
             )
-            if not re.search(pattern, seeds, re.I):
-                problems.append(f"{entry.key}: not in the seeds")
+            in_seeds = re.search(pattern, seeds, re.I) is not None
+            if SEEDS_WRITE_ENGLISH in entry.definition:
+                if not in_seeds:
+                    problems.append(f"{entry.key}: not in the seeds")
+            elif NOT_IN_SEEDS in entry.definition:
+                if in_seeds:
+                    problems.append(f"{entry.key}: says it is not in the seeds, but is")
+            else:
+                problems.append(f"{entry.key}: no Chinese term and no note saying why")
     assert problems == [], "\n".join(problems)
 
 
@@ -214,10 +306,20 @@ def test_awaiting_entries_are_used_where_the_glossary_says():
         assert chapter not in linked_from(entry), (
             f"{key}: {chapter.name} links it now; drop it from AWAITING_CHAPTER_LINK"
         )
-        text = "\n".join(page_markdown(chapter))
-        assert re.search(rf"(?<![\w-]){re.escape(word)}", text, re.I), (
+        assert word_sections(chapter, word), (
             f"{key}: {chapter.name} does not use {word!r}"
         )
+
+
+def word_sections(path: Path, word: str) -> list[str]:
+    """Section labels of every place where `word` occurs in the page's markdown."""
+    cells = page_markdown(path)
+    pattern = re.compile(rf"(?<![\w-]){re.escape(word)}", re.I)
+    return [
+        section_before(cells, i, match.start())
+        for i, text in enumerate(cells)
+        for match in pattern.finditer(text)
+    ]
 
 
 def test_first_use_is_the_first_link_in_book_order():
@@ -239,11 +341,11 @@ def test_first_use_is_the_first_link_in_book_order():
             assert earlier == [], (
                 f"{entry.key}: linked before its first use in {earlier}"
             )
-            cells = page_markdown(target)
-            headings = {ln.split()[1].rstrip(".") for c in cells for ln in c.splitlines()
-                        if ln.startswith("#") and len(ln.split()) > 1}  # fmt: skip
-            assert label in ("introduction", "") or label.lstrip("§") in headings, (
-                f"{entry.key}: {target.name} has no section {label}"
+            word = AWAITING_CHAPTER_LINK[entry.key][1]
+            used_in = word_sections(target, word)
+            assert label in used_in, (
+                f"{entry.key}: 'First use' says {label or 'no section'}, but "
+                f"{target.name} uses {word!r} only in {sorted(set(used_in))}"
             )
             continue
         assert linked, f"{entry.key}: linked from no page"
