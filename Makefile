@@ -6,12 +6,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: help setup book test lint labs sync browser sandbox clean
+.PHONY: help setup book test lint labs autograders sync browser sandbox clean
 
 help:
 	@echo "make book   build the book into _build/html (executes chapters, with a cache)"
 	@echo "make test   lint, unit tests, notebook runs, lab and grading self-tests"
 	@echo "make labs   regenerate the student labs in labs/ from solutions/"
+	@echo "make autograders  build _build/autograder/*.zip (for llmbook-grade) without"
+	@echo "            re-executing the masters"
 	@echo "make sync   rewrite generated setup cells and README links from _config.yml"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -60,6 +62,14 @@ test: lint browser sandbox
 
 labs: $(STAMP)
 	$(BIN)/python tools/build_labs.py
+
+# The instructors' grading zips, _build/autograder/<lab>.zip, from the masters as they
+# are committed (their stored outputs are not refreshed: no notebook is re-executed in
+# place). Each master's solution still runs once, unsandboxed, to record the reference
+# values llmbook-grade compares with: a few seconds to a minute per lab. labs/ is
+# rewritten only where it is out of date, exactly as `make labs` would.
+autograders: $(STAMP)
+	$(BIN)/python tools/build_labs.py --no-execute
 
 sync: $(STAMP)
 	$(BIN)/python tools/notebook_setup.py sync

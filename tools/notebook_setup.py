@@ -30,7 +30,7 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "{spec}"],
         check=True,
-    )
+    ){no_deps}
     old = sys.modules.get("transformers")  # imported before this cell, then upgraded?
     new = subprocess.run([sys.executable, "-c", "import transformers as t; print(t.__version__)"],
                          capture_output=True, text=True).stdout.strip()
@@ -59,11 +59,37 @@ def repository() -> tuple[str, str]:
     return repo["url"].rstrip("/"), repo.get("branch", "main")
 
 
+# The labs' checker, installed without its dependencies. otter-grader's own list pulls
+# in what only an instructor's machine uses (playwright for PDF export, Sphinx through
+# fica, python-on-whales for Docker grading), about 260 MB on every fresh Colab runtime;
+# what `import otter` and `grader.check` need at run time is the `labs` extra of
+# pyproject.toml, installed with the course package just before.
+NO_DEPS_TEMPLATE = """
+    subprocess.run(  # the labs' checker; its run-time needs come with llmbook[labs]
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", {packages}],
+        check=True,
+    )"""
+NO_DEPS = ("otter-grader", "fica")
+
+
+def pinned(name: str) -> str:
+    """`name==version` as constraints.txt pins it (the version the course tests)."""
+    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if spec.split("==", 1)[0].strip().lower() == name:
+            return spec
+    raise ValueError(f"constraints.txt pins no version of {name}")
+
+
 def setup_source(extra: str = "") -> str:
     """The setup cell's source; `extra` is a pip extra such as "labs"."""
     url, branch = repository()
     name = f"llmbook[{extra}]" if extra else "llmbook"
-    return TEMPLATE.format(spec=f"{name} @ git+{url}@{branch}")
+    no_deps = ""
+    if extra == "labs":
+        packages = ", ".join(f'"{pinned(n)}"' for n in NO_DEPS)
+        no_deps = NO_DEPS_TEMPLATE.format(packages=packages)
+    return TEMPLATE.format(spec=f"{name} @ git+{url}@{branch}", no_deps=no_deps)
 
 
 def toc_notebooks() -> list[str]:
