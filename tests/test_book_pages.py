@@ -4,7 +4,10 @@ Words that promise work ("planned", "still being written", "to be added", "TODO"
 stale the day the work lands, and a reader cannot tell which promises were kept. No page
 of the book may carry them: the appendix pages (book/*.md) and the markdown cells of
 every chapter and student lab. A page that needs to say something is missing says what
-is missing and why, in words that stay true. Nothing here executes a notebook.
+is missing and why, in words that stay true. And every appendix page's relative links
+resolve, and a "[Chapter N](...) §k" it writes names a section the chapter has (the
+checks tests/test_faq.py applies to the FAQ, the tools page and the glossary, here for
+every page). Nothing here executes a notebook.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_faq import CHAPTER_SECTION, LINK, chapter_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "book").glob("*.md"))
@@ -89,3 +93,22 @@ def test_page_has_no_stale_words(page):
 def test_notebook_markdown_has_no_stale_words(path):
     found = stale_words(notebook_markdown(path))
     assert found == [], f"{path.parent.name}/{path.name}: " + " | ".join(found)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_links_and_sections_resolve(page):
+    text = page.read_text(encoding="utf-8")
+    broken = [
+        url
+        for url in LINK.findall(text)
+        if not re.match(r"[a-z]+:", url)
+        and not url.startswith("#")
+        and not (page.parent / url.split("#")[0]).resolve().exists()
+    ]
+    assert broken == [], f"book/{page.name} links to missing files: {broken}"
+    wrong = [
+        f"{url} §{number}"
+        for url, number in CHAPTER_SECTION.findall(text)
+        if number not in chapter_sections((page.parent / url).resolve())
+    ]
+    assert wrong == [], f"book/{page.name} names sections that do not exist: {wrong}"
