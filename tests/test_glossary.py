@@ -364,3 +364,19 @@ def test_a_chapter_links_an_entry_once():
         keys = [e.key for e, _, _ in LINKS[path] if e is not None]
         twice = sorted({k for k in keys if keys.count(k) > 1})
         assert twice == [], f"{path.name} links these more than once: {twice}"
+
+
+# Terms the later chapters build on, which the glossary must keep (it once covered only
+# the seeds' vocabulary). Each must be a term of some entry, not just a word in one.
+CHAPTER_TERMS = (
+    "quantization", "KV cache", "router", "capacity factor", "RAG", "WEAT", "exposure",
+    "logit lens", "integrated gradients", "speculative decoding", "beam search",
+    "top-p sampling", "LoRA", "prefix tuning", "DPO", "chrF", "BLEU", "perplexity",
+    "bits per byte", "contamination", "MoE", "expert parallelism",
+    "continuous batching", "byte-pair encoding", "scaling law", "instruction tuning",
+)  # fmt: skip
+
+
+def test_chapter_terms_have_entries():
+    missing = [term for term in CHAPTER_TERMS if term.lower() not in BY_TERM]
+    assert missing == [], f"no glossary entry for {missing}"
