@@ -115,6 +115,18 @@ AWAITING_CHAPTER_LINK = {
     "integrated gradients": ("13_responsible_ai", "integrated gradients"),
     "logit lens": ("13_responsible_ai", "logit lens"),
     "agent": ("01_introduction", "agents"),
+    "FlashAttention": ("03_attention", "FlashAttention"),
+    "GELU": ("04_transformer", "GELU"),
+    "teacher forcing": ("04_transformer", "teacher forcing"),
+    "bfloat16": ("05_pretraining", "bf16"),
+    "tensor cores": ("05_pretraining", "tensor core"),
+    "cosine similarity": ("04_transformer", "cosine similarity"),
+    "hallucination": ("01_introduction", "hallucinat"),
+    "in-context learning": ("01_introduction", "in-context learning"),
+    "SwiGLU": ("10_moe", "SwiGLU"),
+    "paged attention": ("11_deployment", "paged"),
+    "training-data extraction": ("13_responsible_ai", "extraction"),
+    "Bradley-Terry model": ("08_evaluation", "Bradley"),
 }  # fmt: skip
 # Seed terms no chapter uses (yet): the FAQ or the tools page uses and links them.
 APPENDIX_ONLY = {
