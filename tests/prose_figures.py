@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = ROOT / "tests" / "data" / "prose_figures.yml"
 
 _FENCE = re.compile(r"^(`{3,}|:{3,}).*?^\1\s*$", re.S | re.M)
+_DISPLAY_MATH = re.compile(r"\$\$.*?\$\$", re.S)
+_INLINE_MATH = re.compile(r"\$[^$\n]+\$")
 _STRIP = [
-    re.compile(r"\$\$.*?\$\$", re.S),  # display math
-    re.compile(r"\$[^$\n]+\$"),  # inline math
     re.compile(r"\{[a-z:]+\}`[^`]*`"),  # roles: {cite}`x`, {term}`y`, {doc}`z`
     re.compile(r"`[^`\n]*`"),  # code spans
     re.compile(r"\]\([^)]*\)"),  # link targets
@@ -42,6 +42,7 @@ _STRIP = [
         r" \d+(?:\.\d+)*(?:\s*(?:–|-|and|,)\s*\d+)*"
     ),  # fmt: skip
 ]
+_STATED = re.compile(r"(?:=|\\approx)\s*([-−]?\d+(?:\.\d+)?)(?![\w.^{])(?!\s*\\times)")
 _NUMBER = re.compile(r"(?<![\w.])[-−+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?|"
                      r"(?<![\w.])[-−+]?\d+(?:\.\d+)?%?(?![\w])")  # fmt: skip
 _OUTPUT_NUMBER = re.compile(r"[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -66,6 +67,11 @@ def chapter_prose(notebook) -> list[tuple[int, str]]:
 def prose_figures(markdown: str) -> list[str]:
     """The figures of one markdown text, as written (e.g. ``"54.1%"``, ``"2,590"``)."""
     text = _FENCE.sub(" ", markdown)
+    text = _DISPLAY_MATH.sub(" ", text)
+    # in inline math, only a value stated after "=" or "\\approx" ($d = 1.24$) counts
+    text = _INLINE_MATH.sub(
+        lambda m: " " + " ".join(_STATED.findall(m.group(0))) + " ", text
+    )
     for pattern in _STRIP:
         text = pattern.sub(" ", text)
     return [m.group(0).lstrip("+") for m in _NUMBER.finditer(text)]
