@@ -5,6 +5,11 @@ CPython 3.11.7), here and under Python 3.10, 3.12 (Colab's) and 3.13.
 The other interpreters come from pyenv; each gets a small virtual environment with
 ``tokenizers`` alone (the version pinned in requirements.txt, from the package
 registry) and runs tests/portable_ids.py, which imports neither torch nor llmbook.
+
+Two chapter results used to depend on the interpreter, and are checked here too:
+Chapter 13's string probe labels (tests/portable_labels.py, run by each interpreter
+directly: standard library only) and Chapter 12's doctest tasks (each check script,
+which carries the snapshot's module source, run with ``-I -S`` by each interpreter).
 """
 
 from __future__ import annotations
