@@ -4,7 +4,9 @@ Each notebook is run top to bottom by the executor Jupyter Book itself uses
 (jupyter-cache's ``single_nb_execution``, in the notebook's folder). A cell that raises
 fails the test with its traceback. Cells whose first line is ``# NBVAL_CHECK_OUTPUT``
 must print what the notebook has stored for them, after the substitutions in
-``tests/sanitize.cfg`` (timings, addresses).
+``tests/sanitize.cfg`` (timings, addresses). In the chapters listed in
+``tests/data/prose_figures.yml``, every number the prose states must appear in the
+outputs of this run (tests/prose_figures.py).
 
 Chapters are then written into the book's execution cache (``_build/.jupyter_cache``),
 so the book build that follows (`make test`'s second stage, or `make book`) renders
@@ -27,6 +29,7 @@ from filelock import FileLock
 from jupyter_cache import get_cache
 from jupyter_cache.base import CacheBundleIn
 from jupyter_cache.executors.utils import single_nb_execution
+from prose_figures import bound_chapters, unbound_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "_build" / ".jupyter_cache"
@@ -92,6 +95,13 @@ def execute_and_check(path: Path) -> None:
         assert text_outputs(after, rules) == text_outputs(before, rules), (
             f"{path.name}, cell {index}: output differs from the stored one "
             "(re-run the notebook and save it if the change is intended)"
+        )
+    if path.stem in bound_chapters():
+        unbound = unbound_figures(notebook, path.stem)
+        assert not unbound, (
+            f"{path.name}: figures in the prose that no output of this run shows "
+            f"(cell index, figure): {unbound}; bind them to the output, or list a "
+            "number that is not a result in tests/data/prose_figures.yml"
         )
     store_in_book_cache(notebook, path, result.time)
 

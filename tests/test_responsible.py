@@ -412,11 +412,16 @@ def test_chapter_inline_association_matches_the_package():
     from llmbook.responsible import association
 
     chapter = Path(__file__).resolve().parents[1] / "chapters/13_responsible_ai.ipynb"
-    nb = notebook_definitions(chapter, ["s", "string_spans"])
+    nb = notebook_definitions(chapter, ["s"])
     rng = np.random.default_rng(11)
     W, A, B = (rng.normal(size=(n, 12)) for n in (5, 4, 6))
     unit = [m / np.linalg.norm(m, axis=1, keepdims=True) for m in (W, A, B)]
     np.testing.assert_allclose(nb.s(*unit), association(W, A, B), atol=1e-12)
-    src = 'x = "a"\ny = 1  # c\nz = """q\nr"""\n'
-    spans = nb.string_spans(src)
-    assert [src[a:b] for a, b in spans] == ['"a"', '"""q\nr"""']
+
+    # the probe's labels come from the package (the same on every Python)
+    from llmbook.responsible.strings import string_spans, window_outside_strings
+
+    src = 'x = "a"\ny = 1  # c\nz = """q\nr"""\nw = f"{x!r}"\n'
+    spans = string_spans(src)
+    assert [src[a:b] for a, b in spans] == ['"a"', '"""q\nr"""', 'f"{x!r}"']
+    assert window_outside_strings(spans, src.index("q"), src) == src.index("w")

@@ -16,9 +16,11 @@ Two measurements on Python source the models were not trained on:
 from __future__ import annotations
 
 import ast
+import base64
 import random
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -229,10 +231,17 @@ class DoctestTask:
     header: str  # the def line(s) and the docstring, ending with a newline
     body: str  # the reference body line, with its indentation
     docstring: str
+    source: str = field(default="", repr=False)  # the module's snapshot source
 
 
 def doctest_tasks(sources: Sequence[str], modules: Sequence[str]) -> list[DoctestTask]:
-    """Module-level functions with ``>>>`` examples and a body of one line."""
+    """Module-level functions with ``>>>`` examples and a body of one line.
+
+    Each task keeps its module's `source` text, so that :func:`doctest_check` runs
+    the examples against that text (the course's CPython 3.11.7 snapshot) and not
+    against whatever the running interpreter's standard library holds: a helper such
+    as ``zipfile._parents`` exists in 3.11 and is gone in 3.12.
+    """
     tasks = []
     for module, source in zip(modules, sources, strict=True):
         lines = source.split("\n")
@@ -248,21 +257,36 @@ def doctest_tasks(sources: Sequence[str], modules: Sequence[str]) -> list[Doctes
             start = (node.decorator_list[0] if node.decorator_list else node).lineno - 1
             header = "\n".join(lines[start : node.body[0].end_lineno]) + "\n"
             tasks.append(
-                DoctestTask(module, node.name, header, lines[stmt.lineno - 1], doc)
+                DoctestTask(
+                    module, node.name, header, lines[stmt.lineno - 1], doc, source
+                )
             )
     return tasks
 
 
 def doctest_check(task: DoctestTask, body: str) -> str:
-    """A script that defines the function with `body` in its module's namespace,
-    runs the docstring's examples on it, and prints ``{"attempted", "failed"}``.
+    """A script that runs the task's module source (the snapshot's text, shipped
+    inside the script compressed) as a fresh module, defines the function with
+    `body` in that namespace, runs the docstring's examples on it, and prints
+    ``{"attempted", "failed"}``. Nothing is imported from the running interpreter's
+    copy of the module, so the result is the same on Python 3.10 to 3.13.
 
     Run it with :func:`llmbook.apps.sandbox.run_python`, never with ``exec``.
     """
+    if not task.source:
+        raise ValueError(
+            f"task {task.module}.{task.name} has no module source: build it with "
+            "doctest_tasks"
+        )
     code = task.header + body + "\n"
+    blob = base64.b64encode(zlib.compress(task.source.encode("utf-8"), 9)).decode()
     return (
-        "import doctest, importlib, json\n"
-        f"ns = dict(vars(importlib.import_module({task.module!r})))\n"
+        "import base64, doctest, json, sys, types, zlib\n"
+        f"mod = types.ModuleType({task.module!r})\n"
+        f"sys.modules[{task.module!r}] = mod\n"
+        f"text = zlib.decompress(base64.b64decode({blob!r})).decode('utf-8')\n"
+        f"exec(compile(text, '<snapshot {task.module}>', 'exec'), mod.__dict__)\n"
+        "ns = dict(vars(mod))\n"
         f"exec(compile({code!r}, '<candidate>', 'exec'), ns)\n"
         "flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE\n"
         "runner = doctest.DocTestRunner(verbose=False, optionflags=flags)\n"

@@ -8,6 +8,7 @@ Modules::
     filters       a pattern-based input/output filter, normalisation, evasions
     attribution   residual stream, gradient x input, integrated gradients, logit lens
     footprint     training FLOPs to time, energy and CO2e under stated assumptions
+    strings       string-literal spans of Python source, the same on every Python
 """
 
 from llmbook.responsible.attribution import (
