@@ -76,11 +76,26 @@ PLANTED = {
             "return min(pair_counts, key=lambda pair: (-pair_counts[pair], pair))",
             "return max(pair_counts, key=lambda pair: (pair_counts[pair], pair))",
         ),
-        "add_k_without_vocab_in_denominator": (
-            "q5",
-            "return (ngrams[context + (word,)] + k) "
-            "/ (contexts[context] + k * vocab_size)",
-            "return (ngrams[context + (word,)] + k) / (contexts[context] + k)",
+        "zero_counts_left_in_pair_counts": (
+            "q1",
+            "    for gone in [p for p, count in pair_counts.items() if count <= 0]:\n"
+            "        del pair_counts[gone]\n",
+            "",
+        ),
+        "wordpiece_continuations_without_hashes": (
+            "q3",
+            'candidate = word[start:end] if start == 0 else "##" + word[start:end]',
+            "candidate = word[start:end]",
+        ),
+        "wordpiece_unknown_piece_instead_of_word": (
+            "q3",
+            "return [unk_token]  # one unmatched position: the whole word is unknown",
+            "piece, end = unk_token, start + 1",
+        ),
+        "witten_bell_tokens_instead_of_types": (
+            "q4",
+            "seen, types = sum(followers.values()), len(followers)",
+            "seen, types = sum(followers.values()), sum(followers.values())",
         ),
     },
     "lab02_attention": {
@@ -94,32 +109,64 @@ PLANTED = {
             "row_max = torch.where(torch.isneginf(row_max), 0.0, row_max)",
             "pass",
         ),
+        "window_one_key_too_wide": (
+            "q3",
+            "mask = mask & (key_pos > query_pos - window)",
+            "mask = mask & (key_pos >= query_pos - window)",
+        ),
+        "cache_ignored_queries_start_at_zero": (
+            "q3",
+            "query_pos = torch.arange(n_k - n_q, n_k, device=device)[:, None]",
+            "query_pos = torch.arange(n_q, device=device)[:, None]",
+        ),
     },
     "lab03_transformer_block": {
-        "post_ln_block": (
-            "q4",
-            "x = x + self.attn(self.ln1(x), causal)  # (batch, seq, d_model)\n"
-            "        x = x + self.ffn(self.ln2(x))",
-            "x = self.ln1(x + self.attn(x, causal))  # (batch, seq, d_model)\n"
-            "        x = self.ln2(x + self.ffn(x))",
-        ),
-        "xavier_fan_in_only": (
-            "q3",
-            "bound = math.sqrt(6 / (fan_in + fan_out))",
-            "bound = math.sqrt(3 / fan_in)",
-        ),
-        "unbiased_variance": (
+        "rmsnorm_subtracts_the_mean": (
             "q1",
-            "var = x.var(dim=-1, keepdim=True, correction=0)",
-            "var = x.var(dim=-1, keepdim=True)",
+            "inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)",
+            "x32 = x32 - x32.mean(dim=-1, keepdim=True)\n"
+            "        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)",
+        ),
+        "rmsnorm_in_input_precision": (
+            "q1",
+            "x32 = x.float()",
+            "x32 = x",
+        ),
+        "swiglu_width_rounded_down": (
+            "q2",
+            "d_ff = multiple_of * math.ceil(d_ff / multiple_of)",
+            "d_ff = multiple_of * (d_ff // multiple_of)",
+        ),
+        "truncated_normal_without_correction": (
+            "q3",
+            "sigma = math.sqrt(scale / fan_in) / 0.87962566103423978",
+            "sigma = math.sqrt(scale / fan_in)",
+        ),
+        "post_norm_block": (
+            "q4",
+            "h = x + self.attn(self.attn_norm(x), causal)  # (batch, seq, d_model)\n"
+            "        return h + self.ffn(self.ffn_norm(h))",
+            "h = self.attn_norm(x + self.attn(x, causal))  # (batch, seq, d_model)\n"
+            "        return self.ffn_norm(h + self.ffn(h))",
+        ),
+        "gqa_ignored_in_count": (
+            "q5",
+            "d_kv = n_kv_heads * (d_model // n_heads)",
+            "d_kv = d_model",
         ),
     },
     "lab04_training": {
+        "amsgrad_without_the_maximum": (
+            "q1",
+            "torch.maximum(v_max, v, out=v_max)  # over the raw v, before correction",
+            "v_max.copy_(v)",
+        ),
         "adam_without_bias_correction": (
             "q1",
-            "m_hat = m / (1 - self.beta1**self.t)  # bias-corrected moments\n"
-            "            v_hat = v / (1 - self.beta2**self.t)",
-            "m_hat = m  # bias-corrected moments\n            v_hat = v",
+            "denominator = (v_max / bias2).sqrt() + self.eps\n"
+            "            p -= self.lr * (m / bias1) / denominator",
+            "denominator = v_max.sqrt() + self.eps\n"
+            "            p -= self.lr * m / denominator",
         ),
         "warmup_off_by_one": (
             "q2",
@@ -130,6 +177,16 @@ PLANTED = {
             "q2",
             "return min_lr + (max_lr - min_lr) * cosine",
             "return max_lr * cosine",
+        ),
+        "accumulation_mean_of_micro_batch_means": (
+            "q4",
+            "(nll / n_targets).backward()  # every real target weighs 1 / N",
+            "(nll / (y != IGNORE).sum() / len(micro_batches)).backward()",
+        ),
+        "accumulation_without_zero_grad": (
+            "q4",
+            "    optimizer.zero_grad()\n    total = 0.0",
+            "    total = 0.0",
         ),
         "perplexity_mean_of_batch_means": (
             "q5",
@@ -388,6 +445,38 @@ def test_no_solutions_in_student_notebook(lab):
     assert all(
         not c.get("outputs") for c in lab.student.cells if c.cell_type == "code"
     ), "the student notebook must not carry outputs"
+
+
+def test_rubrics_reach_the_instructor_only(lab):
+    """Rubric cells (first line `<!-- RUBRIC -->`) leave the student copy and go,
+    in order, into the autograder zip's rubric.md; a written question has one."""
+    master = nbformat.read(lab.master, as_version=4)
+    cells = master.cells
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "markdown" and cell.source.startswith(
+            "## Your turn (written"
+        ):
+            assert i + 1 < len(cells) and build_labs.is_rubric(cells[i + 1]), (
+                f"{lab.name}: the written question in cell {i} has no rubric cell "
+                "right after it"
+            )
+    rubrics = [
+        c.source.split("\n", 1)[1].strip() for c in cells if build_labs.is_rubric(c)
+    ]
+    student_text = "\n".join(c.source for c in lab.student.cells)
+    assert build_labs.RUBRIC_MARKER not in student_text
+    with zipfile.ZipFile(lab.build.autograder_zip) as zf:
+        shipped = zf.read("rubric.md").decode() if "rubric.md" in zf.namelist() else ""
+    assert shipped == lab.build.rubric
+    if not rubrics:
+        assert not shipped, "rubric.md without rubric cells"
+        return
+    assert shipped.index(rubrics[0]) < shipped.index(rubrics[-1]) or len(rubrics) == 1
+    for body in rubrics:
+        assert body in shipped, "a rubric is missing from rubric.md"
+        for line in body.splitlines():
+            if len(line.strip()) > 30:
+                assert line.strip() not in student_text, f"rubric leaked: {line!r}"
 
 
 # --- (c) grading self-test ----------------------------------------------------------

@@ -1,0 +1,79 @@
+"""*Run all* on an untouched student lab reaches every `grader.check`.
+
+A student who opens a lab and runs it from the top, before answering anything, must
+see every check report its failures, not a traceback in the first "Try it" cell that
+stops the run. The masters tag such demo cells `demo`, and tools/build_labs.py wraps
+them in the student copy (see `build_labs.guard_demo`). Here every generated notebook
+in labs/ runs as handed out, with `allow_errors=False`, in a kernel whose working
+directory is empty (as on Colab), and every `grader.check` cell must have run and
+reported. The last test checks the wrapper itself.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import build_labs  # noqa: E402
+
+LABS = sorted((ROOT / "labs").glob("lab*.ipynb"))
+
+# Labs 5-9 get their demo guards on another branch. Removed when labsb merges.
+EXPECTED_FAILURES = {
+    "lab05_decoding",
+    "lab06_lora",
+    "lab07_metrics",
+    "lab08_moe",
+    "lab09_quantization",
+}
+
+
+def params():
+    for lab in LABS:
+        marks = []
+        if lab.stem in EXPECTED_FAILURES:  # removed when labsb merges
+            marks.append(pytest.mark.xfail(reason="guarded on labsb", strict=False))
+        yield pytest.param(lab, id=lab.stem, marks=marks)
+
+
+@pytest.mark.parametrize("lab", list(params()))
+def test_untouched_lab_runs_to_every_check(lab, tmp_path):
+    nb = nbformat.read(lab, as_version=4)
+    checks = [c for c in nb.cells if c.source.startswith("grader.check(")]
+    assert checks, f"{lab.name} has no grader.check cells"
+    empty = tmp_path / "content"
+    empty.mkdir()
+    NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        allow_errors=False,  # a cell that raises fails the test
+        resources={"metadata": {"path": str(empty)}},
+    ).execute()
+    for cell in checks:
+        assert cell.execution_count is not None, f"{cell.source} did not run"
+        shown = "".join(
+            o.get("data", {}).get("text/plain", "") + o.get("text", "")
+            for o in cell.outputs
+        )
+        assert "failed" in shown or "passed" in shown, (cell.source, shown)
+
+
+def test_demo_guard_prints_instead_of_raising():
+    source = "x = make()\nlen(x),\\\n    x[0]"
+    guarded = build_labs.guard_demo(source)
+    assert "    display((len(x),\\\n        x[0]))" in guarded, guarded
+    shown = []
+    namespace = {"make": lambda: None, "display": shown.append, "print": shown.append}
+    exec(compile(guarded, "<demo>", "exec"), namespace)  # `...` answers return None
+    assert len(shown) == 1 and shown[0].startswith("Try it skipped"), shown
+    shown.clear()
+    namespace["make"] = lambda: [5, 6]
+    exec(compile(guarded, "<demo>", "exec"), namespace)
+    assert shown == [(2, 5)], "a working answer shows the demo's last expression"
