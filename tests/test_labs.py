@@ -58,6 +58,58 @@ SOLUTION_MARKERS = ("# BEGIN SOLUTION", "# END SOLUTION")
 # Typical wrong answers, planted into the solution: lab -> name -> (question that must
 # lose points, text in the solution, replacement). Every lab needs at least one.
 PLANTED = {
+    "lab11_retrieval": {
+        "dot_product_instead_of_cosine": (
+            "q1",
+            "unit = docs / d_norm[:, None]",
+            "unit = docs",
+        ),
+        "precision_replaced_by_reciprocal_rank": (
+            "q2",
+            "precision = torch.where(rel, hits.double() / rank, torch.zeros_like(s))",
+            "precision = torch.where(rel, 1 / rank.double(), torch.zeros_like(s))",
+        ),
+        "ideal_dcg_from_the_retrieved_top_k": (
+            "q3",
+            "ideal = (g.sort(dim=1, descending=True).values[:, :top] * discount).sum(dim=1)",
+            "ideal = (g.gather(1, order).sort(dim=1, descending=True).values * discount)"
+            ".sum(dim=1)",
+        ),
+    },
+    "lab12_responsible": {
+        "two_sided_from_absolute_values": (
+            "q1",
+            "two_sided = min(1.0, 2 * min(p_greater, p_less))",
+            "two_sided = float(np.mean(np.abs(t) >= abs(observed) - tol))",
+        ),
+        "ties_counted_as_wins": (
+            "q2",
+            "return float((above.sum() + 0.5 * tied.sum()) / (len(m) * len(n)))",
+            "return float((above.sum() + tied.sum()) / (len(m) * len(n)))",
+        ),
+        "false_positives_counted_strictly_below": (
+            "q3",
+            'fpr = np.searchsorted(n, thresholds, side="right") / len(n)',
+            'fpr = np.searchsorted(n, thresholds, side="left") / len(n)',
+        ),
+    },
+    "lab10_translation": {
+        "scores_scaled_by_d_model": (
+            "q1",
+            "scores = q @ k.transpose(-2, -1) / math.sqrt(d_head)",
+            "scores = q @ k.transpose(-2, -1) / math.sqrt(d_model)",
+        ),
+        "finished_rows_not_padded": (
+            "q2",
+            "nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)",
+            "nxt = nxt",
+        ),
+        "padding_scored_too": (
+            "q3",
+            "return (picked * real).sum(dim=1)",
+            "return picked.sum(dim=1)",
+        ),
+    },
     "lab09_quantization": {
         "scale_from_mean_instead_of_max": (
             "q1",
