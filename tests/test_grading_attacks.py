@@ -218,6 +218,8 @@ sdpa = getattr(getattr(torch.nn, "func" + "tional"), "scaled_dot_" + "product_at
 exec(base64.b64decode(b"eCA9IDE="))
 table = vars(torch)
 size = len(torch.__dict__)
+if size < 0:
+    stop(os.getpid(), 9)
 loaded = sys.modules.get("torch") is torch
 try:
     raise ValueError("x")
@@ -416,7 +418,7 @@ def run(tmp_path_factory):
     write(
         "dos_export_flood", make.with_cell(make.make(), EXPORT_FLOOD, check.format(3))
     )
-    write("dos_json_bomb", make.with_cell(make.make(), JSON_BOMB, check.format(3)))
+    write("dos_json_bomb", make.with_cell(make.make(), JSON_BOMB))  # after the last
     write("dos_disk_fill", make.with_cell(make.make(), DISK_FILL, check.format(1)))
     write(
         "dos_memory_forks", make.with_cell(make.make(), MEMORY_FORKS, check.format(1))
@@ -613,7 +615,6 @@ def test_feedback_report_per_submission(run):
     [
         ("cheat_hijack_untouched", "untouched"),
         ("cheat_hijack_partial", "partial_q12"),
-        ("cheat_evasions", "untouched"),
         ("dos_export_flood", "a_full"),
         ("dos_json_bomb", "a_full"),
         ("dos_disk_fill", "a_full"),
@@ -641,8 +642,11 @@ def test_taking_over_the_harness_gains_nothing_and_leaks_no_hidden_test(run):
 
 
 def test_evasions_are_flagged_and_the_reference_code_is_absent(run):
+    # The answers are real, if forbidden: q2 uses torch.softmax (torch cannot be
+    # absent), which the flags point at; q4 imports the course's reference
+    # attention, which is not in the sandbox, so it scores nothing.
     row = run["rows"]["cheat_evasions"]
-    assert row["q4"] == 0.0, row  # llmbook.model.attention cannot be imported
+    assert row["q4"] == 0.0, row
     for flag in (
         "q2: calls softmax",  # a definition inside `if True:` is answer code
         "calls getattr with a computed name",
@@ -660,7 +664,7 @@ def test_evasions_are_flagged_and_the_reference_code_is_absent(run):
     ("name", "message"),
     [
         ("dos_40mb_cell", "a notebook over 20 MB is not graded"),
-        ("dos_long_cell", "characters of code (at most 200,000 per cell)"),
+        ("dos_long_cell", "characters of code (at most 100,000 per cell)"),
         ("dos_deep", "JSON nested too deeply"),
         ("dos_deep_metadata", "JSON nested too deeply"),
         ("dos_big_number", "a number with too many digits"),
@@ -722,9 +726,11 @@ def test_sandbox_hash_seed_no_user_namespaces_no_host_paths(tmp_path):
     code = (
         "import os, sys\n"
         "print(sys.flags.hash_randomization, hash('llmbook'))\n"
-        "print(open('/proc/1/cmdline').read().replace(chr(0), ' '))\n"
-        "try:\n    os.unshare(os.CLONE_NEWUSER)\n    print('userns: created')\n"
-        "except OSError as e:\n    print('userns:', e.errno)\n"
+        "print(repr(open('/proc/1/cmdline').read()))\n"
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "made = libc.unshare(0x10000000) == 0\n"  # CLONE_NEWUSER
+        "print('userns: created' if made else f'userns: {ctypes.get_errno()}')\n"
         "print('llmbook.model' if os.path.exists('/opt/llmbook-grader/llmbook/model') "
         "else 'no llmbook.model')\n"
     )

@@ -24,8 +24,8 @@ __all__ = ["Submission", "SubmissionError", "read_submission", "sha256_file"]
 
 MAX_BYTES = 20 * 1024 * 1024  # a lab notebook is well under 1 MB without outputs
 MAX_CONTAINERS = 1_000_000  # JSON objects and arrays in the file
-MAX_CELL = 200_000  # characters of one code cell (a lab's longest is a few thousand)
-MAX_CODE = 2_000_000  # characters of all code cells together
+MAX_CELL = 100_000  # characters of one code cell (a lab's longest is a few thousand)
+MAX_CODE = 1_000_000  # characters of all code cells together
 CHECK = re.compile(r"""grader\.check\(\s*["']([A-Za-z0-9_]+)["']""")
 IGNORE_TAG = "otter_ignore"  # cells otter skips when grading (the untimed extras)
 
