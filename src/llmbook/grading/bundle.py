@@ -220,10 +220,16 @@ def add_reference(zip_path: Path, master: Path, timeout: float = 900.0) -> Bundl
             merged.tensors[f"{question}.{key}"] = tensor
         for record in data["tests"]:
             refs: dict[str, str] = {}
+            mutable: set[str] = set()
             for entry in record["asserts"]:
                 refs.update(entry.pop("refs", {}))
+                mutable.update(entry.pop("mutable", []))
             _qualify(record["asserts"], question)  # tensor keys: per question file
-            reference[record["name"]] = {"asserts": record["asserts"], "refs": refs}
+            reference[record["name"]] = {
+                "asserts": record["asserts"],
+                "refs": refs,
+                "mutable": sorted(mutable),
+            }
     bundle.reference, bundle.tensors = reference, merged
     from llmbook.grading import labs, scoring
 
@@ -289,7 +295,10 @@ def _plan(bundle: Bundle, master: Path, cells, timeout, labs, scoring) -> None:
         for t in tests:
             try:
                 plans[t.name] = probes.plan_test(
-                    t, bundle.leaf_paths(t.name), labs.free_leaves(bundle.lab, t.name)
+                    t,
+                    bundle.leaf_paths(t.name),
+                    labs.free_leaves(bundle.lab, t.name),
+                    mutable=set(bundle.reference[t.name].get("mutable", [])),
                 )
             except Exception:  # an unusual test: send it whole
                 plans[t.name] = probes.plan_test(

@@ -195,6 +195,9 @@ class Harness:
                     found = probes.classify(site.cond, scope)
                     entry["leaves"] = self.encode_leaves(found.leaves, store)
                     entry["refs"] = found.refs
+                entry["mutable"] = sorted(
+                    k for k, v in env.items() if probes.is_stateful(v)
+                )
             else:
                 values = probes.evaluate_nodes(wanted.get(index, {}), scope)
                 entry["leaves"] = self.encode_leaves(values, store)

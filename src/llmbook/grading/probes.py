@@ -237,6 +237,31 @@ def is_data(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def is_stateful(value: Any, depth: int = 0) -> bool:
+    """Whether the student's code may change `value` as its job: an object with state
+    (a model, an optimizer), a tensor that requires grad (a parameter), or a container
+    holding one. Plain data, functions, classes and modules are not."""
+    if depth > 3:
+        return False
+    torch = _torch()
+    if torch is not None and isinstance(value, torch.Tensor):
+        return bool(value.requires_grad)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(is_stateful(v, depth + 1) for v in list(value)[:1000])
+    if isinstance(value, dict):
+        return any(is_stateful(v, depth + 1) for v in list(value.values())[:1000])
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return False
+    if isinstance(
+        value,
+        (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type),
+    ) or isinstance(value, types.ModuleType):
+        return False
+    if torch is not None and isinstance(value, (torch.Size, torch.dtype)):
+        return False
+    return True
+
+
 def _torch() -> Any:
     import sys
 
@@ -470,15 +495,21 @@ class _Taint:
     or ``try`` that involves them. *Touched*: a value passed to a call that involves a
     produced name (the student's code may change it in place), or whose method is
     called with one (``ref.weight.copy_(mine.weight)``); what the test computes from a
-    touched value is its own (an expected value), not the student's: in a sliced test
-    every value is compared with the reference run's, so the reference run's expected
-    value stands for it. Module names are never tainted.
+    touched *input* is its own (an expected value), not the student's: in a sliced
+    test every value is compared with the reference run's, so the reference run's
+    expected value stands for it. But once a *stateful* value is touched (`mutable`,
+    as the reference run saw it: a model, an optimizer, a tensor that requires grad,
+    or a container of them), every stateful name becomes produced, since changing
+    them is the student's job. Module names are never tainted.
     """
 
-    def __init__(self, params: set[str], modules: set[str]) -> None:
+    def __init__(
+        self, params: set[str], modules: set[str], mutable: set[str] = frozenset()
+    ) -> None:
         self.names = set(params)  # produced
         self.touched: set[str] = set()
         self.modules = modules
+        self.mutable = set(mutable)
         self.at_site: dict[int, tuple[set[str], set[str]]] = {}
 
     def hit(self, node: ast.AST | None) -> bool:
@@ -495,6 +526,11 @@ class _Taint:
                 self.touched |= _ids(arg) - self.modules
             if isinstance(call.func, ast.Attribute):  # x.copy_(student values)
                 self.touched |= _ids(call.func.value) - self.modules - self.names
+            if self.touched & self.mutable:
+                # a model, an optimizer, a parameter handed to the student's code:
+                # what it holds afterwards is the student's result; and anything
+                # stateful may share objects with it (a list of the parameters)
+                self.add(self.mutable)
 
     def block(self, body: list[ast.stmt], forced: bool = False) -> None:
         for stmt in body:
@@ -708,6 +744,7 @@ def plan_test(
     paths: dict[int, list[str]],
     free: str | frozenset[str] = frozenset(),
     slice_it: bool = True,
+    mutable: set[str] | frozenset[str] = frozenset(),
 ) -> Plan:
     """The sandbox's share of `test`, given the leaves the reference run found.
 
@@ -731,7 +768,7 @@ def plan_test(
     if not slice_it or free == "*" or not isinstance(fn, ast.FunctionDef):
         return Plan(ast.unparse(tree), all_leaves, sliced=False)
     modules = _modules(fn)
-    taint = _Taint({a.arg for a in fn.args.args}, modules)
+    taint = _Taint({a.arg for a in fn.args.args}, modules, set(mutable))
     taint.block(fn.body)
     nested = {
         _site_of(s)

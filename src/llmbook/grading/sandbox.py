@@ -169,7 +169,8 @@ def check_roots_exclude(roots: list[str], secrets: list[Path]) -> None:
 
 
 def llmbook_files(modules: tuple[str, ...] | None) -> list[str]:
-    """Paths (under the package) of the harness and of `modules`, with what they import.
+    """Paths (under the package) of the harness, of `modules` with what they import
+    (and their parent packages), and of the package's data files.
 
     None: the whole package (``[""]``).
     """
@@ -185,15 +186,17 @@ def llmbook_files(modules: tuple[str, ...] | None) -> list[str]:
             continue
         seen.add(module)
         parts = module.split(".")[1:]
-        for i in range(len(parts)):  # the parent packages' __init__.py
-            init = "/".join([*parts[:i], "__init__.py"])
-            if (root / init).is_file():
-                files.add(init)
+        for i in range(1, len(parts)):  # the parent packages run on import too
+            todo.append(".".join(["llmbook", *parts[:i]]))
         candidates = ["/".join(parts) + ".py", "/".join([*parts, "__init__.py"])]
         for rel in candidates:
             if parts and (root / rel).is_file():
                 files.add(rel)
                 todo += _imported(root / rel, module, rel.endswith("__init__.py"))
+    for path in root.rglob("*"):  # the package's data (corpora, weights): not code
+        if path.is_file() and path.suffix not in (".py", ".pyc", ".pyo"):
+            if "__pycache__" not in path.parts:
+                files.add(str(path.relative_to(root)))
     return sorted(files)
 
 
