@@ -522,11 +522,13 @@ class _Taint:
         for call in [n for n in ast.walk(node) if isinstance(n, ast.Call)]:
             if not self.hit(call):
                 continue
+            handed = set()
             for arg in [*call.args, *(k.value for k in call.keywords)]:
-                self.touched |= _ids(arg) - self.modules
+                handed |= _ids(arg) - self.modules
+            self.touched |= handed
             if isinstance(call.func, ast.Attribute):  # x.copy_(student values)
                 self.touched |= _ids(call.func.value) - self.modules - self.names
-            if self.touched & self.mutable:
+            if self.hit(call.func) and handed & self.mutable:
                 # a model, an optimizer, a parameter handed to the student's code:
                 # what it holds afterwards is the student's result; and anything
                 # stateful may share objects with it (a list of the parameters)

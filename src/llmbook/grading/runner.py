@@ -81,9 +81,12 @@ def isolation_for(bundle: Bundle) -> sandbox.Isolation:
     if bundle.needs is None:  # a zip built before the lab recorded its imports
         return sandbox.Isolation()
     roots = {m.split(".")[0] for m in bundle.needs}
+    # these packages look for one another when imported (transformers probes peft,
+    # sklearn, ...): a lab that needs one of them keeps them all
+    hidden = () if roots & set(sandbox.HIDEABLE) else sandbox.HIDEABLE
     return sandbox.Isolation(
         llmbook=tuple(sorted(m for m in bundle.needs if m.split(".")[0] == "llmbook")),
-        hidden=tuple(p for p in sandbox.HIDEABLE if p not in roots),
+        hidden=tuple(hidden),
     )
 
 
