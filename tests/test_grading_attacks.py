@@ -696,6 +696,12 @@ def test_exports_and_memory_are_bounded(run):
     forks = rows["dos_memory_forks"]
     assert forks["total"] == 12.0, forks  # the children die, the notebook goes on
     assert run["grader_rss_mb"] < 1024, f"grader peak RSS {run['grader_rss_mb']:.0f} MB"
+    print(
+        f"grader peak RSS {run['grader_rss_mb']:.0f} MB; graded in {run['elapsed']:.0f} s"
+    )
+    for name in sorted(rows):
+        row = rows[name]
+        print(f"  {name!r}: {row['total']} {row['status']} {row['error'][:90]!r}")
 
 
 def test_csv_cells_are_neutralised_and_names_clean(run):
