@@ -1,9 +1,11 @@
 """Core-seconds per correct submission graded by llmbook-grade, sandbox included.
 
 Builds a lab's autograder zip and student notebook with the master's answers filled
-in, grades N copies one after another, and prints per-submission wall time and CPU:
-the sandboxed process's own CPU (as it reports it) plus the grader's CPU (reading,
-sandbox start-up, scoring). Usage::
+in, grades N copies one after another, and prints per-submission wall time and CPU,
+all in: the grader's own CPU (reading, integrity flags, sandbox start-up, scoring)
+and that of the processes it reaped (bubblewrap), plus what the harness reports of
+itself and of the processes it started (inside the sandbox's PID namespace, its time
+does not reach the grader's counters). Usage::
 
     python benchmarks/grading_throughput.py --lab lab02_attention -n 5
 """
@@ -45,7 +47,7 @@ def answered(master: Path, student: nbformat.NotebookNode) -> nbformat.NotebookN
 def main(argv: list[str] | None = None) -> int:
     import build_labs
 
-    from llmbook.grading import bundle, runner, sandbox, scoring
+    from llmbook.grading import bundle, integrity, runner, sandbox, scoring
     from llmbook.grading.notebook import read_submission
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,10 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(tmp, "submission.ipynb")
         nbformat.write(answered(master, student), path)
         b = bundle.load_bundle(built.autograder_zip)
-        walls, cpus = [], []
+        walls, cpus, harness = [], [], []
+        params = {
+            q: sorted({p for t in tests for p in t.params})
+            for q, tests in b.tests.items()
+        }
         for _ in range(args.n):
             start, before = time.monotonic(), os.times()
             sub = read_submission(path)
+            integrity.integrity_flags(sub.cells, b.lab, params)
             exports = runner.run_job(
                 b,
                 sub.cells,
@@ -82,16 +89,18 @@ def main(argv: list[str] | None = None) -> int:
             after = os.times()
             if total != sum(b.questions.values()) or exports.cpu_s is None:
                 raise SystemExit(f"the solution scored {total}: {exports.problem}")
-            grader = after.user - before.user + after.system - before.system
+            spent = [a - b for a, b in zip(after[:4], before[:4], strict=True)]
             walls.append(time.monotonic() - start)
-            cpus.append(exports.cpu_s + grader)
+            cpus.append(sum(spent) + exports.cpu_s)
+            harness.append(exports.cpu_s)
     mode = "without sandbox" if args.unsafe_no_sandbox else "sandboxed"
     print(f"{args.lab}, {args.n} correct submissions, {mode}, one at a time:")
     print(
         f"  wall  {sum(walls) / len(walls):.2f} s per submission (min {min(walls):.2f})"
     )
     print(
-        f"  CPU   {sum(cpus) / len(cpus):.2f} core-s per submission (min {min(cpus):.2f})"
+        f"  CPU   {sum(cpus) / len(cpus):.2f} core-s per submission, all in "
+        f"(min {min(cpus):.2f}); the harness alone {sum(harness) / len(harness):.2f}"
     )
     return 0
 

@@ -1,13 +1,21 @@
 """Attack regression suite for llmbook-grade (Lab 2), in one sandboxed grading run.
 
-Every attack reported against the old grader is a submission here, next to honest
-controls (full, partial, untouched, and the honest content some cheats start from).
-The attacks know the real absolute paths of the autograder zip, the submissions
-folder and the CSV (stronger than digging them out of /proc). One `llmbook-grade` run
-with two workers grades them all; the tests then check that
+Every attack reported against the grader (issues 12 and 28) is a submission here,
+next to honest controls (full, partial, untouched, and the honest content some cheats
+start from). The attacks know the real absolute paths of the autograder zip, the
+submissions folder and the CSV (stronger than digging them out of /proc). One
+`llmbook-grade` run with two workers grades them all; the tests then check that
 
-- every file got exactly one row, sorted by name, and the CSV on disk is that;
-- no cheat scores more than the honest content it contains;
+- every file got exactly one row, sorted by name, and the CSV on disk is that, with
+  no cell a spreadsheet would run as a formula and no control character;
+- no cheat scores more than the honest content it contains: not by patching the
+  comparisons, not by taking over the in-process harness and reporting the test's own
+  expected values as its answers, not by importing the course's reference code;
+- hidden tests do not reach the student's feedback, which holds scores and public
+  test messages only;
+- submissions that flood the export pipe, the disk, the memory, or hand in huge or
+  deeply nested JSON, FIFOs, links and devices get a row each, and the grader's own
+  memory stays under 1 GB;
 - nothing outside the sandbox changed (hashes of the zip, every submission, a file
   beside the CSV), and the CSV holds exactly the grader's rows;
 - no process started by a submission survives the run;
@@ -23,6 +31,8 @@ import copy
 import csv
 import hashlib
 import os
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +40,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from llmbook.grading import sandbox
+from llmbook.grading import report, sandbox
 from llmbook.grading.grade import GradeOptions, grade_submissions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,15 +163,113 @@ for folder in ("tests", "../source/tests", "/autograder/source/tests", "/tmp/tes
 """
 
 FORGE_EXPORTS = """\
-import json, pathlib
+import gc, json, pathlib
+channel = next(o for o in gc.get_objects() if type(o).__name__ == "Channel")
 for q in ("q1", "q2", "q3", "q4", "q5"):
     fake = {"question": q, "tests": [{"name": "x", "asserts": [], "error": None,
             "completed": True}]}
-    try:
-        pathlib.Path("/export", q + ".json").write_text(json.dumps(fake))
-        pathlib.Path("/export/done.json").write_text('{"done": true}')
-    except OSError:
-        pass
+    channel.json(q + ".json", fake)
+channel.json("done.json", {"done": True})
+"""
+
+# Issue 28, item 1: take over the harness in this process and report, for every
+# leaf, the test's own expected value (any local that holds one) as the student's;
+# item 3: raise the job's tests (hidden ones included) into the feedback.
+HIJACK = """\
+import gc, json, sys
+from llmbook.grading import probes
+main = sys.modules["__main__"]
+H = main.Harness
+harness = next(o for o in gc.get_objects() if isinstance(o, H))
+ORACLES = ("expected", "theirs", "ref", "reference", "want", "greedy", "target")
+original = probes.evaluate_nodes
+
+def forged(nodes, env):
+    values = original(nodes, env)
+    oracle = [env[k] for k in ORACLES if k in env]
+    for path in values:
+        if oracle:
+            values[path] = oracle[0]
+    return values
+
+probes.evaluate_nodes = forged
+main.probes.evaluate_nodes = forged
+leak = json.dumps(harness.job["questions"])
+raise RuntimeError("LEAK " + leak[:3000])
+"""
+
+# item 2: forbidden library code by computed names; the llmbook reference by a built
+# import (absent from the sandbox now); flagged, or failing, never full marks for free
+EVASIONS = {
+    1: "if True:\n    def stable_softmax(scores, mask=None):\n"
+    "        import torch\n"
+    "        if mask is not None:\n"
+    "            scores = scores.masked_fill(~mask, float('-inf'))\n"
+    "        return torch.nan_to_num(torch.softmax(scores, dim=-1))\n",
+    3: "import torch\n"
+    "def attention(q, k, v, mask=None):\n"
+    "    ref = __import__('llm' + 'book.model.attention', fromlist=['x'])\n"
+    "    return ref.scaled_dot_product_attention(q, k, v, mask)\n",
+}
+EVASION_CELL = """\
+import base64, os, sys, torch
+from os import kill as stop
+sdpa = getattr(getattr(torch.nn, "func" + "tional"), "scaled_dot_" + "product_attention")
+exec(base64.b64decode(b"eCA9IDE="))
+table = vars(torch)
+size = len(torch.__dict__)
+if size < 0:
+    stop(os.getpid(), 9)
+loaded = sys.modules.get("torch") is torch
+try:
+    raise ValueError("x")
+except ValueError as e:
+    frame = e.__traceback__.tb_frame
+"""
+
+EXPORT_FLOOD = """\
+import gc
+channel = next(o for o in gc.get_objects() if type(o).__name__ == "Channel")
+for i in range(8):
+    channel.send(f"q{i}.json", b"[" + b"{}," * 20_000_000 + b"{}]")
+"""
+
+JSON_BOMB = """\
+import gc
+channel = next(o for o in gc.get_objects() if type(o).__name__ == "Channel")
+channel.send("q4.json", b'{"question": "q4", "tests": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}")
+channel.send("q5.json", b'{"question": "q5", "tests": [' + b"1" * 100_000 + b"]}")
+"""
+
+DISK_FILL = """\
+import os
+chunk = b"d" * (64 * 1024 * 1024)
+for folder in (".", "/tmp", "/dev/shm"):
+    for i in range(48):  # 3 GB per folder, if nothing stopped it
+        try:
+            with open(os.path.join(folder, f"fill{i}.bin"), "wb") as f:
+                f.write(chunk)
+        except OSError:
+            break
+for folder in (".", "/tmp", "/dev/shm"):
+    for i in range(48):
+        try:
+            os.remove(os.path.join(folder, f"fill{i}.bin"))
+        except OSError:
+            pass
+"""
+
+MEMORY_FORKS = """\
+import os
+children = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        hog = "m" * (700 * 1024 * 1024)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
 """
 
 # {paths} is filled with the real paths; any success would show in the scores/hashes
@@ -300,14 +408,64 @@ def run(tmp_path_factory):
     (subs / "truncated.ipynb").write_text('{"cells": [')
     write("odd name ü (1)", make.make(solved=1))
     (subs / "not_a_notebook.txt").write_text("ignored: not .ipynb")
+    # issue 28
+    write(
+        "cheat_hijack_untouched", make.with_cell(make.make(solved=0), HIJACK, "otter")
+    )
+    write("cheat_hijack_partial", make.with_cell(make.make(solved=2), HIJACK, "otter"))
+    evasions = make.with_cell(make.make(EVASIONS, solved=0), EVASION_CELL, "otter")
+    write("cheat_evasions", evasions)
+    write(
+        "dos_export_flood", make.with_cell(make.make(), EXPORT_FLOOD, check.format(3))
+    )
+    write("dos_json_bomb", make.with_cell(make.make(), JSON_BOMB))  # after the last
+    write("dos_disk_fill", make.with_cell(make.make(), DISK_FILL, check.format(1)))
+    write(
+        "dos_memory_forks", make.with_cell(make.make(), MEMORY_FORKS, check.format(1))
+    )
+    big = make.make()
+    big.cells.append(nbformat.v4.new_code_cell("x = 1" + "+1" * 20_000_000))
+    write("dos_40mb_cell", big)
+    long_cell = make.make()
+    long_cell.cells.append(nbformat.v4.new_code_cell("x = 1" + "+1" * 150_000))
+    write("dos_long_cell", long_cell)
+    (subs / "dos_deep.ipynb").write_text("[" * 200_000 + "]" * 200_000)
+    deep_meta = make.make()
+    deep_meta.metadata["x"] = 0
+    text = nbformat.writes(deep_meta).replace(
+        '"x": 0', '"x": ' + "[" * 50_000 + "]" * 50_000
+    )
+    (subs / "dos_deep_metadata.ipynb").write_text(text)
+    (subs / "dos_big_number.ipynb").write_text(
+        nbformat.writes(deep_meta).replace('"x": 0', '"x": ' + "7" * 100_000)
+    )
+    (subs / "dos_many_objects.ipynb").write_text("[" + "{}," * 5_000_000 + "{}]")
+    os.mkfifo(subs / "fifo.ipynb")
+    (subs / "zero.ipynb").symlink_to("/dev/zero")
+    (subs / "mallory.ipynb").symlink_to(subs / "a_full.ipynb")
+    (subs / "passwd.ipynb").symlink_to("/etc/passwd")
+    for name in (
+        "=HYPERLINK(1)",
+        "+1+1",
+        "@SUM(1)",
+        "-2+3",
+        "a full",
+        "a_full-0123456789",
+        "evil\nok: 12.0",
+    ):
+        write(name, make.make(solved=0))
 
-    files = sorted(p.name for p in subs.glob("*.ipynb"))
-    before = {p.name: sha(p) for p in subs.iterdir()}
+    files = sorted(p.name for p in subs.iterdir() if p.suffix == ".ipynb")
+    before = {
+        p.name: sha(p) for p in subs.iterdir() if p.is_file() and not p.is_symlink()
+    }
     zip_hash = sha(zip_path)
     start = time.monotonic()
-    options = GradeOptions(timeout=TIMEOUT, workers=2)
+    limits = sandbox.Limits(timeout=TIMEOUT, sandbox_mb=1536)
+    options = GradeOptions(timeout=TIMEOUT, workers=2, limits=limits)
     rows = grade_submissions(zip_path, subs, csv_path, options)
     elapsed = time.monotonic() - start
+    grader_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     time.sleep(0.5)  # let anything that escaped show itself
     survivors = [
         pid
@@ -320,7 +478,10 @@ def run(tmp_path_factory):
         "files": files,
         "csv": csv_path,
         "before": before,
-        "after": {p.name: sha(p) for p in subs.iterdir()},
+        "after": {
+            p.name: sha(p) for p in subs.iterdir() if p.is_file() and not p.is_symlink()
+        },
+        "grader_rss_mb": grader_rss_mb,
         "zip": (zip_hash, sha(zip_path)),
         "beside": beside.read_text(),
         "survivors": survivors,
@@ -342,7 +503,8 @@ def test_every_file_exactly_one_row_sorted(run):
     assert names == run["files"] == sorted(names)
     with open(run["csv"], newline="", encoding="utf-8") as f:
         on_disk = list(csv.DictReader(f))
-    assert [r["file"] for r in on_disk] == names, "the CSV on disk is the grader's"
+    expected = [report.csv_cell(n) for n in names]
+    assert [r["file"] for r in on_disk] == expected, "the CSV on disk is the grader's"
     for disk, row in zip(on_disk, run["row_list"], strict=True):
         assert disk["total"] == str(row["total"]) and disk["status"] == row["status"]
     assert all(
@@ -442,10 +604,185 @@ def test_feedback_report_per_submission(run):
     assert (
         "failed test_q1_small_example: scaled_dot_scores must return a tensor" in text
     )
-    assert "failed hidden test test_q1_batched_odd_lengths" in text
-    assert "q1_batched_odd_lengths(" not in text and "torch.randn" not in text
+    assert "failed 2 hidden tests" in text, text
+    assert "q1_batched_odd_lengths" not in text and "torch.randn" not in text
     crash = (folder / "crash_kill9.txt").read_text()
     assert "killed (SIGKILL) in cell" in crash and "q4: 0 / 3" in crash
+
+
+@pytest.mark.parametrize(
+    ("cheat", "honest"),
+    [
+        ("cheat_hijack_untouched", "untouched"),
+        ("cheat_hijack_partial", "partial_q12"),
+        ("dos_export_flood", "a_full"),
+        ("dos_json_bomb", "a_full"),
+        ("dos_disk_fill", "a_full"),
+        ("dos_memory_forks", "a_full"),
+        ("mallory", "untouched"),
+    ],
+)
+def test_issue_28_attacks_score_no_more_than_honest(run, cheat, honest):
+    rows = run["rows"]
+    assert rows["a_full"]["total"] == 12.0, rows["a_full"]  # the honest copy
+    for q in ("q1", "q2", "q3", "q4", "q5", "total"):
+        mine = rows[cheat][q] or 0.0
+        assert mine <= rows[honest][q], (cheat, q, rows[cheat], rows[honest])
+
+
+def test_taking_over_the_harness_gains_nothing_and_leaks_no_hidden_test(run):
+    rows, folder = run["rows"], run["out_dir"] / "grades_feedback"
+    assert rows["cheat_hijack_untouched"]["total"] == 0.0
+    assert rows["cheat_hijack_partial"]["total"] == rows["partial_q12"]["total"]
+    for name in ("cheat_hijack_untouched", "cheat_hijack_partial"):
+        text = (folder / f"{name}.txt").read_text()
+        assert "LEAK" not in text and "hidden" in text, text
+        for leaked in ("test_q1_batched_odd_lengths", "randn", "__llmbook_record__"):
+            assert leaked not in text, (leaked, text)
+
+
+def test_evasions_are_flagged_and_the_reference_code_is_absent(run):
+    # The answers are real, if forbidden: q2 uses torch.softmax (torch cannot be
+    # absent), which the flags point at; q4 imports the course's reference
+    # attention, which is not in the sandbox, so it scores nothing.
+    row = run["rows"]["cheat_evasions"]
+    assert row["q4"] == 0.0, row
+    for flag in (
+        "q2: calls softmax",  # a definition inside `if True:` is answer code
+        "calls getattr with a computed name",
+        "calls exec",
+        "imports base64",
+        "calls vars",
+        "uses introspection (__dict__)",
+        "uses introspection (tb_frame)",
+        "calls os.kill (as stop)",
+    ):
+        assert flag in row["flags"], (flag, row["flags"])
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("dos_40mb_cell", "a notebook over 20 MB is not graded"),
+        ("dos_long_cell", "characters of code (at most 100,000 per cell)"),
+        ("dos_deep", "JSON nested too deeply"),
+        ("dos_deep_metadata", "JSON nested too deeply"),
+        ("dos_big_number", "a number with too many digits"),
+        ("dos_many_objects", "more than 1,000,000 JSON objects and arrays"),
+        ("fifo", "a FIFO (named pipe): only regular files are graded"),
+        ("zero", "a symbolic link: only regular files are graded"),
+        ("mallory", "a symbolic link: only regular files are graded"),
+        ("passwd", "a symbolic link: only regular files are graded"),
+    ],
+)
+def test_oversized_deep_and_irregular_files_get_a_clean_error_row(run, name, message):
+    row = run["rows"][name]
+    assert row["status"] == "error" and message in row["error"], row
+    assert "crashed" not in row["error"]
+    if name in ("fifo", "zero", "mallory", "passwd"):
+        assert row["sha256"] == "", row  # nothing that is not a regular file is hashed
+
+
+def test_exports_and_memory_are_bounded(run):
+    rows = run["rows"]
+    flood = rows["dos_export_flood"]
+    assert (
+        flood["status"] == "incomplete" and "exported more than 64 MB" in flood["error"]
+    )
+    assert flood["q1"] == 1.0 and flood["q2"] == 3.0, flood  # exported before the flood
+    bomb = rows["dos_json_bomb"]
+    assert bomb["q4"] == 0.0 and bomb["q5"] == 0.0, bomb  # unreadable exports: lost
+    assert rows["dos_disk_fill"]["total"] == 12.0, rows["dos_disk_fill"]
+    forks = rows["dos_memory_forks"]
+    assert forks["total"] == 12.0, forks  # the children die, the notebook goes on
+    assert run["grader_rss_mb"] < 1024, f"grader peak RSS {run['grader_rss_mb']:.0f} MB"
+    print(
+        f"grader peak RSS {run['grader_rss_mb']:.0f} MB; graded in {run['elapsed']:.0f} s"
+    )
+    for name in sorted(rows):
+        row = rows[name]
+        print(f"  {name!r}: {row['total']} {row['status']} {row['error'][:90]!r}")
+
+
+def test_csv_cells_are_neutralised_and_names_clean(run):
+    with open(run["csv"], newline="", encoding="utf-8") as f:
+        on_disk = list(csv.DictReader(f))
+    for row in on_disk:
+        for value in row.values():
+            assert not value.startswith(report.FORMULA), row
+            assert "\n" not in value and "\x1b" not in value, row
+    files = {r["file"] for r in on_disk}
+    assert "'=HYPERLINK(1).ipynb" in files and "'-2+3.ipynb" in files
+    assert "evil ok: 12.0.ipynb" in files
+
+
+def test_feedback_names_are_unique_and_stable(run):
+    folder = run["out_dir"] / "grades_feedback"
+    names = sorted(p.name for p in folder.iterdir())
+    assert len(names) == len(set(names)) == len(run["files"])
+    assert "a_full.txt" in names  # the honest name keeps its own
+    assert (folder / "a_full.txt").read_text().startswith("Feedback for a_full.ipynb")
+    hashed = [n for n in names if n.startswith("a_full-")]
+    assert len(hashed) == 2, names  # "a full" and "a_full-0123456789": hashed names
+    assert all(n.isascii() and "\n" not in n for n in names)
+
+
+def test_sandbox_hash_seed_no_user_namespaces_no_host_paths(tmp_path):
+    require_sandbox()
+    code = (
+        "import os, sys\n"
+        "print(sys.flags.hash_randomization, hash('llmbook'))\n"
+        "print(repr(open('/proc/1/cmdline').read()))\n"
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "made = libc.unshare(0x10000000) == 0\n"  # CLONE_NEWUSER
+        "print('userns: created' if made else f'userns: {ctypes.get_errno()}')\n"
+        "print('llmbook.model' if os.path.exists('/opt/llmbook-grader/llmbook/model') "
+        "else 'no llmbook.model')\n"
+    )
+    args = sandbox.bwrap_args(
+        sandbox.Limits(), sandbox.Isolation(("llmbook.utils",), ("peft",)), tmp_path
+    )
+    args_fd, seccomp_fd = os.memfd_create("a", 0), os.memfd_create("s", 0)
+    os.write(seccomp_fd, sandbox.no_userns_filter())
+    os.lseek(seccomp_fd, 0, os.SEEK_SET)
+    args += ["--seccomp", str(seccomp_fd)]
+    os.write(args_fd, b"".join(a.encode() + b"\0" for a in args))
+    os.lseek(args_fd, 0, os.SEEK_SET)
+    command = sandbox.command_argv([sys.executable, "-s", "-P", "-c", code])
+    argv = ["bwrap", "--args", str(args_fd), *command]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, pass_fds=[args_fd, seccomp_fd], timeout=60
+    )
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("0 "), out  # PYTHONHASHSEED=0 is honoured
+    assert str(tmp_path) not in lines[1] and "llmbook-grade-" not in lines[1], lines
+    assert lines[2] == "userns: 1", lines  # EPERM
+    assert lines[3] == "no llmbook.model", lines
+
+
+def test_whole_sandbox_memory_limit(tmp_path):
+    """Three processes of 300 MB each in a sandbox of 512 MB: the kernel kills one."""
+    require_sandbox()
+    limits = sandbox.Limits(timeout=20, sandbox_mb=512)
+    group = sandbox.Cgroup(limits)
+    available = bool(group.procs)
+    group.close()
+    if not available:
+        pytest.skip("no cgroup for the grader here: only per-process limits hold")
+    cell = MEMORY_FORKS.replace("700", "300")
+    job = {
+        "mode": "grade",
+        "cells": [{"index": 0, "source": cell}],
+        "anchors": {},
+        "questions": {},
+    }
+    export = tmp_path / "export"
+    export.mkdir()
+    result, sent = sandbox.run_untrusted(job, export, limits)
+    assert sent.oom, (result, sent)
+    assert sent.peak_mb is not None and sent.peak_mb <= 512 + 1, sent
+    assert (export / "done.json").is_file()  # the harness itself went on
 
 
 def test_no_run_hangs(run):

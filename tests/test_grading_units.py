@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmbook.grading import cli, codec, integrity, probes, sandbox
+from llmbook.grading import cli, codec, integrity, probes, report, sandbox
 from llmbook.grading.harness import strip_ipython
 from llmbook.grading.notebook import SubmissionError, read_submission
 
@@ -105,7 +105,8 @@ def run_instrumented(source, f, record):
 def test_probes_classify_then_check_on_the_trusted_side():
     found = []
 
-    def record(index, env, message, fail=False):
+    def record(index, env):
+        fail = sites[index].fail
         found.append(
             (index, fail, None if fail else probes.classify(sites[index].cond, env))
         )
@@ -138,6 +139,89 @@ def test_trusted_eval_uses_the_graders_torch_even_if_the_sandbox_patched_it():
     assert not probes.trusted_eval(cond, leaves, {"torch": "module:torch"}, None)
     with pytest.raises(ValueError, match="not an allowed module"):
         probes.trusted_eval(cond, leaves, {"torch": "module:os"}, None)
+
+
+ORACLE_TEST = """
+def test_scores(scores_fn):
+    import torch
+    torch.manual_seed(1)
+    q = torch.randn(2, 3)
+    k = torch.randn(4, 3)
+    expected = q @ k.T / 3 ** 0.5
+    theirs = torch.softmax(expected, dim=-1)
+    before = q.clone()
+    s = scores_fn(q, k)
+    assert torch.allclose(s, expected), f"got {s.tolist()}, expected {expected.tolist()}"
+    assert torch.equal(q, before), "do not change q in place"
+    assert theirs.shape == (2, 4), "shape " + str(theirs.shape)
+"""
+
+
+def test_plan_slices_the_expected_values_out_of_the_sandbox():
+    test = probes.parse_test_file(ORACLE_TEST, "q1")[0]
+    sites = probes.instrument(test.source)[1]
+    paths = {0: ["args.0", "args.1"], 1: ["args.0", "args.1"], 2: ["left/value"]}
+    plan = probes.plan_test(test, paths)
+    assert plan.sliced
+    # the student's output and the input it was handed are evaluated there ...
+    assert plan.leaves == {0: {"args.0": "s"}, 1: {"args.0": "q"}, 2: {}}
+    # ... the test's own expected values are neither computed nor named there
+    assert "expected" not in plan.source and "softmax" not in plan.source
+    assert "allclose" not in plan.source and "in place" not in plan.source
+    assert (
+        "torch.manual_seed(1)" in plan.source and "s = scores_fn(q, k)" in plan.source
+    )
+    whole = probes.plan_test(test, paths, slice_it=False)
+    assert not whole.sliced and "expected = " in whole.source
+    assert set(whole.leaves[0].values()) == {"s", "expected"}
+    # messages for the student come from the source, never from values
+    assert sites[0].text == "got …, expected …"
+    assert sites[1].text == "do not change q in place"
+    assert sites[2].text == "shape …"
+
+
+def test_parse_limits_give_clean_errors():
+    with pytest.raises(codec.ParseLimit, match="nested too deeply"):
+        codec.loads_limited("[" * 100_000 + "]" * 100_000, 10**6)
+    with pytest.raises(codec.ParseLimit, match="too many digits"):
+        codec.loads_limited("1" * 100_000, 10)
+    with pytest.raises(codec.ParseLimit, match="more than 10 JSON objects"):
+        codec.loads_limited("[" + "{}," * 20 + "{}]", 10)
+    assert codec.loads_limited('{"a": [1, 2]}', 10) == {"a": [1, 2]}
+
+
+def test_report_cleans_and_neutralises():
+    assert report.clean("a\nb\x1b[31mc\u202ed") == "a b[31mcd"
+    assert report.csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
+    assert report.csv_cell("-2+3") == "'-2+3" and report.csv_cell(-2.0) == -2.0
+    assert report.csv_cell("@x") == "'@x" and report.csv_cell("+1") == "'+1"
+    assert report.csv_cell("ok") == "ok"
+    taken: set[str] = set()
+    names = [
+        report.feedback_name(n, taken)
+        for n in ("a ref.ipynb", "a_ref.ipynb", "a_ref-2.ipynb", "=x.ipynb", ".ipynb")
+    ]
+    assert names[1] == "a_ref.txt" and names[2] == "a_ref-2.txt"
+    assert names[0].startswith("a_ref-") and len(names[0]) == len("a_ref-") + 14
+    assert names[3].startswith("x-") and names[4].startswith("notebook-")
+    assert len(set(names)) == 5
+    hashed = names[0][: -len(".txt")] + ".ipynb"  # a name shaped like a hashed one
+    assert report.feedback_name(hashed, taken) != names[0]
+
+
+def test_only_regular_files_are_read(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "f.ipynb")
+    (tmp_path / "l.ipynb").symlink_to("/dev/zero")
+    with pytest.raises(SubmissionError, match="a FIFO"):
+        read_submission(tmp_path / "f.ipynb")
+    with pytest.raises(SubmissionError, match="a symbolic link"):
+        read_submission(tmp_path / "l.ipynb")
+    from llmbook.grading.notebook import sha256_file
+
+    with pytest.raises(SubmissionError):
+        sha256_file(tmp_path / "f.ipynb")
 
 
 def test_strip_ipython_drops_magics_and_shell_lines():
@@ -216,6 +300,26 @@ def test_integrity_follows_globals_not_locals_of_the_same_name():
     assert integrity.integrity_flags(default, "lab05_decoding", {"q2": ["beam_search"]})
 
 
+def test_integrity_flags_dynamic_code_and_hidden_definitions():
+    cells = [
+        {"source": "import torch\nif True:\n    def stable_softmax(s, mask=None):\n"
+         "        return torch.softmax(s, -1)\n"},
+        {"source": "import os\nfrom os import kill as k\nk(1, 9)\n"
+         "exec('x = 1')\nf = getattr(torch, 'soft' + 'max')\nvars(torch)['x'] = 1\n"},
+    ]  # fmt: skip
+    flags = integrity.integrity_flags(
+        cells, "lab02_attention", {"q2": ["stable_softmax"]}
+    )
+    for flag in (
+        "q2: calls softmax",
+        "notebook: calls os.kill (as k)",
+        "notebook: calls exec",
+        "notebook: calls getattr with a computed name",
+        "notebook: calls vars",
+    ):
+        assert flag in flags, (flag, flags)
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
@@ -242,6 +346,12 @@ def test_read_submission_explains_what_is_wrong(tmp_path):
         "nbformat": 4,
         "nbformat_minor": 5,
     }
+    long = {
+        **nb,
+        "cells": [{"cell_type": "code", "source": "x" * 300_000, "metadata": {}}],
+    }
+    with pytest.raises(SubmissionError, match="cell 0 has 300,000 characters"):
+        read_submission(write(tmp_path / "long.ipynb", json.dumps(long)))
     sub = read_submission(write(tmp_path / "d.ipynb", json.dumps(nb)))
     assert sub.lab is None and [c["index"] for c in sub.cells] == [0, 2]
     assert sub.cells[1]["skip"] and sub.anchors(["q1", "q2"]) == {"q1": None, "q2": 0}

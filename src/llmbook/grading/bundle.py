@@ -30,6 +30,7 @@ __all__ = ["Bundle", "BundleError", "add_reference", "load_bundle", "natural_key
 
 REFERENCE_JSON = "llmbook/reference.json"
 REFERENCE_TENSORS = "llmbook/reference.safetensors"
+NEEDS_JSON = "llmbook/needs.json"
 
 
 class BundleError(ValueError):
@@ -51,6 +52,7 @@ class Bundle:
     tests: dict[str, list[probes.TestDef]]  # question -> its tests, in order
     reference: dict[str, Any] = field(default_factory=dict)  # test name -> record
     tensors: codec.TensorStore = field(default_factory=codec.TensorStore)
+    needs: list[str] | None = None  # modules the master and its tests import
 
     @cached_property
     def sites(self) -> dict[str, list[probes.AssertSite]]:
@@ -68,15 +70,49 @@ class Bundle:
             paths.setdefault(int(entry["a"]), set()).update(entry["leaves"])
         return {a: _outermost(p) for a, p in paths.items()}
 
-    def job_questions(self) -> dict[str, list[dict[str, Any]]]:
-        """The tests as the harness receives them (sources, parameters, leaves)."""
+    @cached_property
+    def plans(self) -> dict[str, probes.Plan]:
+        """Test name -> what the sandbox receives for it (see `probes.plan_test`).
+
+        Built and verified with the lab (``add_reference``); a zip built before plans
+        existed gets every test unsliced.
+        """
+        plans = {}
+        for tests in self.tests.values():
+            for t in tests:
+                stored = self.reference.get(t.name, {}).get("plan")
+                if isinstance(stored, dict):
+                    plans[t.name] = probes.Plan(
+                        stored["source"],
+                        {int(a): dict(v) for a, v in stored["leaves"].items()},
+                        bool(stored["sliced"]),
+                    )
+                else:
+                    plans[t.name] = probes.plan_test(
+                        t, self.leaf_paths(t.name), slice_it=False
+                    )
+        return plans
+
+    def job_questions(self, classify: bool = False) -> dict[str, list[dict[str, Any]]]:
+        """The tests as the harness receives them.
+
+        For grading: each test's planned probes (sliced source, leaves by source).
+        For the reference run (`classify`): the test's own source.
+        """
+        if classify:
+            return {
+                q: [
+                    {"name": t.name, "params": t.params, "source": t.source} for t in ts
+                ]
+                for q, ts in self.tests.items()
+            }
         return {
             q: [
                 {
                     "name": t.name,
                     "params": t.params,
-                    "source": t.source,
-                    "leaves": {str(a): p for a, p in self.leaf_paths(t.name).items()},
+                    "source": self.plans[t.name].source,
+                    "leaves": {str(a): v for a, v in self.plans[t.name].leaves.items()},
                 }
                 for t in tests
             ]
@@ -145,6 +181,10 @@ def load_bundle(path: str | Path, require_reference: bool = True) -> Bundle:
                     target = Path(tmp, "reference.safetensors")
                     target.write_bytes(zf.read(REFERENCE_TENSORS))
                     bundle.tensors = codec.TensorStore.load(target)
+            if NEEDS_JSON in names:
+                needs = json.loads(zf.read(NEEDS_JSON))
+                if isinstance(needs, list) and all(isinstance(m, str) for m in needs):
+                    bundle.needs = needs
         elif require_reference:
             raise BundleError(
                 f"{path} has no {REFERENCE_JSON}: it was not built by this course's "
@@ -180,12 +220,18 @@ def add_reference(zip_path: Path, master: Path, timeout: float = 900.0) -> Bundl
             merged.tensors[f"{question}.{key}"] = tensor
         for record in data["tests"]:
             refs: dict[str, str] = {}
+            mutable: set[str] = set()
             for entry in record["asserts"]:
                 refs.update(entry.pop("refs", {}))
+                mutable.update(entry.pop("mutable", []))
             _qualify(record["asserts"], question)  # tensor keys: per question file
-            reference[record["name"]] = {"asserts": record["asserts"], "refs": refs}
+            reference[record["name"]] = {
+                "asserts": record["asserts"],
+                "refs": refs,
+                "mutable": sorted(mutable),
+            }
     bundle.reference, bundle.tensors = reference, merged
-    from llmbook.grading import scoring
+    from llmbook.grading import labs, scoring
 
     for tests in bundle.tests.values():
         for test in tests:
@@ -195,14 +241,92 @@ def add_reference(zip_path: Path, master: Path, timeout: float = 900.0) -> Bundl
                     f"{master.name}: the solution fails {test.name} when checked from "
                     f"data: {result.message}"
                 )
+    bundle.needs = imported_modules(master, bundle)
+    _plan(bundle, master, cells, timeout, labs, scoring)
     with tempfile.TemporaryDirectory(prefix="llmbook-ref-") as tmp:
         tensors = Path(tmp, "reference.safetensors")
         merged.save(tensors)
         with zipfile.ZipFile(zip_path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(REFERENCE_JSON, json.dumps(reference, allow_nan=True))
+            zf.writestr(NEEDS_JSON, json.dumps(bundle.needs))
             if tensors.is_file():
                 zf.write(tensors, REFERENCE_TENSORS)
     return bundle
+
+
+def imported_modules(master: Path, bundle: Bundle) -> list[str]:
+    """Every module the master's code cells and the lab's tests import (sorted)."""
+    import nbformat
+
+    from llmbook.grading.harness import strip_ipython
+
+    sources = [
+        strip_ipython(c.source)
+        for c in nbformat.read(master, as_version=4).cells
+        if c.cell_type == "code"
+    ]
+    sources += [t.source for tests in bundle.tests.values() for t in tests]
+    found: set[str] = set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+    return sorted(found)
+
+
+def _plan(bundle: Bundle, master: Path, cells, timeout, labs, scoring) -> None:
+    """Slice each test for the sandbox, keeping only slices the solution passes.
+
+    Every test is planned (`probes.plan_test`), then the solution is graded with the
+    sliced probes; a test whose slice does not give the solution full marks (a
+    dropped statement drew random numbers, say) is sent whole instead.
+    """
+    from llmbook.grading import runner
+
+    plans = {}
+    for tests in bundle.tests.values():
+        for t in tests:
+            try:
+                plans[t.name] = probes.plan_test(
+                    t,
+                    bundle.leaf_paths(t.name),
+                    labs.free_leaves(bundle.lab, t.name),
+                    mutable=set(bundle.reference[t.name].get("mutable", [])),
+                )
+            except Exception:  # an unusual test: send it whole
+                plans[t.name] = probes.plan_test(
+                    t, bundle.leaf_paths(t.name), slice_it=False
+                )
+    bundle.__dict__["plans"] = plans
+    if any(p.sliced for p in plans.values()):
+        exports = runner.run_job(
+            bundle, cells, None, mode="grade", unsafe=True, timeout=timeout
+        )
+        for question, tests in bundle.tests.items():
+            result = scoring.score_question(
+                bundle,
+                question,
+                exports.questions.get(question),
+                exports.stores.get(question),
+            )
+            for test, outcome in zip(tests, result.tests, strict=True):
+                if plans[test.name].sliced and not outcome.passed:
+                    plans[test.name] = probes.plan_test(
+                        test, bundle.leaf_paths(test.name), slice_it=False
+                    )
+    for name, plan in plans.items():
+        bundle.reference[name]["plan"] = {
+            "source": plan.source,
+            "leaves": {str(a): v for a, v in plan.leaves.items()},
+            "sliced": plan.sliced,
+        }
 
 
 def _qualify(value: Any, prefix: str) -> None:

@@ -55,7 +55,9 @@ def parser() -> argparse.ArgumentParser:
         "--memory",
         type=int,
         default=sandbox.Limits().memory_mb,
-        help="address-space limit per submission, in MB (default %(default)s)",
+        help="address-space limit per process of a submission, in MB (default "
+        "%(default)s); the whole sandbox is limited to "
+        f"{sandbox.Limits().sandbox_mb} MB where a cgroup can be made",
     )
     p.add_argument(
         "--workers",

@@ -25,7 +25,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Opaque", "TensorStore", "decode", "encode", "same_value"]
+__all__ = [
+    "Opaque",
+    "ParseLimit",
+    "TensorStore",
+    "decode",
+    "encode",
+    "loads_limited",
+    "same_value",
+]
 
 MAX_ITEMS = 200_000  # elements of containers in one value
 MAX_NUMEL = 32_000_000  # elements of one tensor
@@ -63,9 +71,16 @@ class TensorStore:
 
         save_file(self.tensors, str(path))
 
+    def to_bytes(self) -> bytes:
+        if not self.tensors:
+            return b""
+        from safetensors.torch import save
+
+        return save(self.tensors)
+
     @classmethod
     def load(cls, path: Path) -> TensorStore:
-        if not path.is_file():
+        if not path.is_file() or path.stat().st_size == 0:
             return cls()
         from safetensors.torch import load_file
 
@@ -272,6 +287,33 @@ def _tensors_close(a: Any, b: Any, rtol: float, atol: float, torch: Any) -> bool
     if not (a.is_floating_point() or a.is_complex()):
         return bool(torch.equal(a, b))
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
+
+
+class ParseLimit(ValueError):
+    """Data too large or too deep to parse safely; the message says which."""
+
+
+def loads_limited(text: str | bytes, containers: int) -> Any:
+    """`json.loads` within limits, for untrusted JSON.
+
+    At most `containers` objects and arrays (counted before parsing, an upper bound,
+    so a file of millions of ``{}`` is refused without building them); a number
+    Python refuses to read (an integer of thousands of digits) or nesting deeper than
+    the parser follows raises ParseLimit, never RecursionError. Other malformed JSON
+    raises ValueError.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    if text.count("{") + text.count("[") > containers:
+        raise ParseLimit(f"more than {containers:,} JSON objects and arrays")
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise ParseLimit("JSON nested too deeply") from exc
+    except ValueError as exc:
+        if "digits" in str(exc) or "integer string conversion" in str(exc):
+            raise ParseLimit("a number with too many digits") from exc
+        raise
 
 
 def dumps(obj: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ class Graded:
     results: list[scoring.QuestionResult] = field(default_factory=list)
     cell_errors: list[dict[str, Any]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    note: str = ""  # why the run stopped early, in the grader's words (feedback)
 
 
 def _lab_matches(name: str, lab: str) -> bool:
@@ -39,6 +42,7 @@ def _lab_matches(name: str, lab: str) -> bool:
 
 
 def _error_row(file: str, b: bundles.Bundle, message: str, digest: str = "") -> dict:
+    """A row for a file that could not be graded; `message` is the grader's own."""
     row: dict[str, Any] = {"file": file, **dict.fromkeys(b.questions, ""), "total": ""}
     row.update(
         possible=round(sum(b.questions.values()), 4),
@@ -55,26 +59,24 @@ def grade_notebook(b: bundles.Bundle, path: Path, options: GradeOptions) -> Grad
     try:
         sub = read_submission(path)
     except SubmissionError as exc:
-        digest = ""
-        try:
-            digest = sha256_file(path)
-        except OSError:
-            pass
-        return Graded(_error_row(path.name, b, str(exc), digest))
+        return Graded(_error_row(path.name, b, str(exc), _hash(path) or ""))
     if sub.lab and not _lab_matches(sub.lab, b.lab):
         return Graded(
             _error_row(
                 path.name,
                 b,
-                f"this notebook is {sub.lab} (its otter metadata), but the autograder "
-                f"is {b.lab}: grade it with that lab's zip",
+                f"this notebook is {report.clean(sub.lab)[:80]} (its otter metadata), "
+                f"but the autograder is {b.lab}: grade it with that lab's zip",
                 sub.sha256,
             )
         )
     params = {
         q: sorted({p for t in tests for p in t.params}) for q, tests in b.tests.items()
     }
-    flags = integrity.integrity_flags(sub.cells, b.lab, params)
+    try:
+        flags = integrity.integrity_flags(sub.cells, b.lab, params)
+    except (RecursionError, MemoryError, ValueError):
+        flags = ["notebook: code too large or too deep to analyse"]
     exports = runner.run_job(
         b,
         sub.cells,
@@ -96,29 +98,38 @@ def grade_notebook(b: bundles.Bundle, path: Path, options: GradeOptions) -> Grad
     row["status"] = "ok" if exports.problem is None else "incomplete"
     row["flags"] = "; ".join(flags)
     error = exports.problem or ""
+    feedback_note = error  # the grader's own words only
     if not sub.lab:
         note = f"no otter metadata: graded as {b.lab}"
         error = f"{error}; {note}" if error else note
+    if exports.detail:  # what the sandbox said: for the instructor (CSV) only
+        error = f"{error} [the notebook said: {exports.detail}]"
     row["error"] = report.short(error)
     row["sha256"] = sub.sha256
-    return Graded(row, results, exports.cell_errors, flags)
+    return Graded(row, results, exports.cell_errors, flags, feedback_note)
 
 
 def _submissions(folder: Path) -> list[Path]:
-    return sorted(
-        (
-            p
-            for p in folder.iterdir()
-            if p.suffix.lower() == ".ipynb" and not p.is_dir()
-        ),
-        key=lambda p: p.name,
-    )
+    """Every entry named ``*.ipynb`` that is not a folder, links included (they get
+    an error row), sorted by name. Nothing is followed or opened here."""
+    found = []
+    for p in folder.iterdir():
+        if p.suffix.lower() != ".ipynb":
+            continue
+        try:
+            if stat.S_ISDIR(os.lstat(p).st_mode):
+                continue
+        except OSError:
+            pass
+        found.append(p)
+    return sorted(found, key=lambda p: p.name)
 
 
 def _hash(path: Path) -> str | None:
+    """sha256 of a regular file; None for anything else (never read)."""
     try:
         return sha256_file(path)
-    except OSError:
+    except (OSError, SubmissionError):
         return None
 
 
@@ -174,13 +185,13 @@ def grade_submissions(
             rows[path] = graded.row
             report.write_csv(out_csv, questions, list(rows.values()))
             name = report.feedback_name(path.name, taken)
-            text = report.feedback_text(
-                graded.row, graded.results, graded.cell_errors, graded.flags
-            )
+            text = report.feedback_text(graded.row, graded.results, graded.note)
             (feedback_dir / name).write_text(text, encoding="utf-8")
             row = graded.row
             print(
-                f"{row['file']}: {row['status']} {row['total']}/{row['possible']}",
+                report.clean(
+                    f"{row['file']}: {row['status']} {row['total']}/{row['possible']}"
+                ),
                 flush=True,
             )
 
@@ -192,9 +203,10 @@ def grade_submissions(
                 graded = future.result()
             except Exception as exc:  # a grader bug must not lose the other rows
                 graded = Graded(
-                    _error_row(
-                        path.name, b, f"grading crashed: {type(exc).__name__}: {exc}"
-                    )
+                    _error_row(path.name, b, f"grading crashed: {type(exc).__name__}")
+                )
+                graded.row["error"] = report.short(
+                    f"grading crashed: {type(exc).__name__}: {exc}"
                 )
             finish(path, graded)
     changed = [p for p in files if _hash(p) != hashes[p]]

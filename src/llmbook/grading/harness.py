@@ -1,20 +1,29 @@
 """The untrusted half: runs one notebook and its tests' probes, exports data only.
 
-``python -I -m llmbook.grading.harness`` reads a job (JSON) on stdin, then, in this
+``python -m llmbook.grading.harness`` reads a job (JSON) on stdin, then, in this
 process, executes the notebook's code cells one by one (no Jupyter kernel: IPython
 ``%magic`` and ``!shell`` lines are dropped, ``grader.check`` does nothing) and, at each
-question's ``grader.check("qN")`` cell (or at the end), runs that question's tests in
-their recording form (see `llmbook.grading.probes`). What the tests observed is written
-to ``<out>/<question>.json`` and ``.safetensors``, one question at a time, so a crash
-later keeps the questions already written. ``<out>/progress.json`` says which cell or
-test is running, so the grader can name it when the process dies.
+question's ``grader.check("qN")`` cell (or at the end), runs that question's probes:
+each test as the lab build planned it for the sandbox (see `llmbook.grading.probes.
+plan_test`): the statements that call the student's code, with every assert replaced
+by a recorder that evaluates the leaves depending on the student's objects. The
+test's expected values, conditions and messages are not in the job.
+
+What the probes observed goes out as frames on a pipe (``job["fd"]``): a JSON header
+line ``{"name": ..., "size": n}`` and ``n`` bytes, one ``<question>.json`` and
+``.safetensors`` per question as soon as it is done (a crash later keeps them), and
+``progress.json`` frames saying which cell or test is running. The grader reads at most
+a fixed number of bytes from the pipe and nothing else from this process.
 
 This runs inside the sandbox, with the student's code, so nothing here is trusted:
-the grader only reads the files it leaves, as data, within size limits.
+the student's code can replace any of it, and gains nothing by doing so, since the
+grader takes only the student's own values from here and checks them against values
+the sandbox never saw.
 """
 
 from __future__ import annotations
 
+import ast
 import builtins
 import json
 import os
@@ -33,10 +42,26 @@ MESSAGE_LIMIT = 500
 MAGIC = re.compile(r"^(\s*)[%!].*$")
 
 
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(codec.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+class Channel:
+    """Frames to the grader: a JSON header line, then the bytes."""
+
+    def __init__(self, fd: int | None, folder: Path | None = None) -> None:
+        self.fd, self.folder = fd, folder
+
+    def send(self, name: str, data: bytes) -> None:
+        if self.fd is None:  # classify mode, on the trusted side: plain files
+            assert self.folder is not None
+            tmp = self.folder / (name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.folder / name)
+            return
+        header = json.dumps({"name": name, "size": len(data)}).encode() + b"\n"
+        view = memoryview(header + data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def json(self, name: str, data: Any) -> None:
+        self.send(name, codec.dumps(data).encode("utf-8"))
 
 
 def short(text: str) -> str:
@@ -79,9 +104,9 @@ def fake_otter() -> types.ModuleType:
 class Harness:
     """Executes the cells and the probes; writes the exports."""
 
-    def __init__(self, job: dict[str, Any]) -> None:
+    def __init__(self, job: dict[str, Any], channel: Channel) -> None:
         self.job = job
-        self.out = Path(job["out"])
+        self.channel = channel
         self.classify = job["mode"] == "classify"
         self.namespace: dict[str, Any] = {
             "__name__": "__main__",
@@ -94,7 +119,7 @@ class Harness:
 
     def note(self, **progress: Any) -> None:
         self.progress = progress
-        write_json(self.out / "progress.json", progress)
+        self.channel.json("progress.json", progress)
 
     def run(self) -> None:
         cells = self.job["cells"]
@@ -116,13 +141,13 @@ class Harness:
         for question in pending:
             self.run_question(question)
         self.note(stage="done")
-        write_json(self.out / "cells.json", self.cell_errors)
+        self.channel.json("cells.json", self.cell_errors)
         usage = [
             resource.getrusage(w)
             for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
         ]
         cpu = sum(u.ru_utime + u.ru_stime for u in usage)  # for throughput figures only
-        write_json(self.out / "done.json", {"done": True, "cpu_s": round(cpu, 3)})
+        self.channel.json("done.json", {"done": True, "cpu_s": round(cpu, 3)})
 
     def run_cell(self, cell: dict[str, Any]) -> None:
         self.note(stage="cell", cell=cell["index"])
@@ -141,38 +166,41 @@ class Harness:
             for test in self.job["questions"][question]
         ]
         self.note(stage="export", question=question)
-        store.save(self.out / f"{question}.safetensors")
-        write_json(
-            self.out / f"{question}.json", {"question": question, "tests": results}
-        )
-        write_json(self.out / "cells.json", self.cell_errors)
+        self.channel.send(f"{question}.safetensors", store.to_bytes())
+        self.channel.json(f"{question}.json", {"question": question, "tests": results})
+        self.channel.json("cells.json", self.cell_errors)
 
     def run_test(
         self, question: str, test: dict[str, Any], store: codec.TensorStore
     ) -> dict:
         self.note(stage="test", question=question, test=test["name"])
-        source, sites = probes.instrument(test["source"])
         record: dict[str, Any] = {"name": test["name"], "asserts": [], "error": None}
-        wanted = {int(k): v for k, v in test.get("leaves", {}).items()}
+        if self.classify:  # the reference run: the whole test, every leaf found
+            source, sites = probes.instrument(test["source"])
+        else:  # a student's run: the planned probes, their leaves by source
+            source, sites = test["source"], []
+            wanted = {
+                int(a): {p: ast.parse(src, mode="eval").body for p, src in by.items()}
+                for a, by in test.get("leaves", {}).items()
+            }
 
-        def recorder(index: int, env: dict[str, Any], message: Any, fail: bool = False):
+        def recorder(index: int, env: dict[str, Any]) -> None:
             scope = {**test_globals, **env}
-            site = sites[index]
             entry: dict[str, Any] = {"a": index}
-            if fail:
-                entry["leaves"] = {}
-            elif self.classify:
-                found = probes.classify(site.cond, scope)
-                entry["leaves"] = self.encode_leaves(found.leaves, store)
-                entry["refs"] = found.refs
+            if self.classify:
+                site = sites[index]
+                if site.fail:
+                    entry["leaves"] = {}
+                else:
+                    found = probes.classify(site.cond, scope)
+                    entry["leaves"] = self.encode_leaves(found.leaves, store)
+                    entry["refs"] = found.refs
+                entry["mutable"] = sorted(
+                    k for k, v in env.items() if probes.is_stateful(v)
+                )
             else:
-                values = probes.evaluate_leaves(site.cond, wanted.get(index, []), scope)
+                values = probes.evaluate_nodes(wanted.get(index, {}), scope)
                 entry["leaves"] = self.encode_leaves(values, store)
-            if not self.classify:
-                try:
-                    entry["msg"] = short(message()) if message is not None else ""
-                except BaseException:
-                    entry["msg"] = None
             record["asserts"].append(entry)
 
         test_globals: dict[str, Any] = {
@@ -190,6 +218,7 @@ class Harness:
             if self.classify:
                 raise
             record["error"] = describe(exc)
+            record["error_type"] = type(exc).__name__[:100]
         record["completed"] = True
         return record
 
@@ -210,20 +239,25 @@ class Harness:
 
 def main() -> int:
     job = json.loads(sys.stdin.read())
+    fd = job.get("fd")
+    channel = Channel(fd if isinstance(fd, int) else None, Path(job.get("out", ".")))
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # the student's output goes nowhere; it cannot flood us
-        os.dup2(devnull, fd)
+    for std in (0, 1, 2):  # the student's output goes nowhere; it cannot flood us
+        os.dup2(devnull, std)
     sys.stdin = open(os.devnull, encoding="utf-8")  # replaces the real stdin
     sys.modules["otter"] = fake_otter()
     sys.argv = ["notebook"]
-    harness = Harness(job)
+    harness = Harness(job, channel)
     try:
         harness.run()
     except BaseException as exc:  # report the harness's own failure
-        write_json(
-            harness.out / "harness_error.json",
-            {"error": describe(exc), "progress": harness.progress},
-        )
+        try:
+            channel.json(
+                "harness_error.json",
+                {"error": describe(exc), "progress": harness.progress},
+            )
+        except OSError:
+            pass
         return 3
     return 0
 

@@ -12,8 +12,17 @@ or class they use, transitively. It is flagged when it
 Anywhere in the notebook, code that reaches into the grader is flagged too:
 monkeypatching ``torch``/``numpy``/``math``/``unittest.mock``, frame or object
 introspection (``sys._getframe``, ``inspect``, ``gc``, ``ctypes``), ``os._exit``,
-``os.kill`` and ``/proc``. A flag does not change the score: the instructor reads the
-``flags`` column and decides.
+``os.kill`` and ``/proc``, dynamic code and names (``exec``, ``eval``, ``compile``,
+``__import__``, ``getattr`` with a computed name, ``vars()``/``__dict__``/
+``globals()``), ``sys.modules``, ``subprocess``, and frame objects (``tb_frame``,
+``f_locals``, ``f_back``).
+
+These flags are **hints for the instructor, not a defence**: code is easily written so
+that no rule matches (a name built from pieces, a decoded string passed to ``exec``).
+What makes grades unforgeable is elsewhere: the sandbox, the probes that carry no
+expected values, and the scoring on the trusted side (see `llmbook.grading`). A
+flag does not change the score: the instructor reads the ``flags`` column and decides.
+Code too large or too deep to analyse gets a flag saying so.
 """
 
 from __future__ import annotations
@@ -37,7 +46,31 @@ PATCHABLE_ROOTS = {
     "unittest",
     "otter",
 }
-INTROSPECTION_MODULES = {"inspect", "gc", "ctypes", "importlib", "builtins", "signal"}
+INTROSPECTION_MODULES = {
+    "inspect",
+    "gc",
+    "ctypes",
+    "importlib",
+    "builtins",
+    "signal",
+    "base64",
+    "marshal",
+    "pickle",
+}
+FRAME_ATTRIBUTES = {
+    "tb_frame",
+    "f_locals",
+    "f_globals",
+    "f_back",
+    "gi_frame",
+    "cr_frame",
+    "__traceback__",
+    "__dict__",
+    "__globals__",
+    "__code__",
+    "__closure__",
+    "__subclasses__",
+}
 
 
 def _imports(trees: Iterable[ast.AST]) -> dict[str, str]:
@@ -80,6 +113,15 @@ def _uses(nodes: list[ast.AST], imports: dict[str, str], forbidden: frozenset[st
                     found.add(f"calls {origin.rsplit('.', 1)[-1]}")
             elif isinstance(node, ast.Attribute) and node.attr in forbidden:
                 found.add(f"calls {node.attr}")
+            if isinstance(node, ast.Attribute) and node.attr == "modules":
+                if _root(node) == "sys" or imports.get(_root(node) or "") == "sys":
+                    found.add("uses sys.modules")
+            if isinstance(node, ast.Name) and (
+                node.id == "subprocess"
+                or imports.get(node.id, "").split(".")[0] == "subprocess"
+                or imports.get(node.id, "") in ("os.system", "os.popen")
+            ):
+                found.add("runs a subprocess")
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                 if "llmbook" in node.value:
                     found.add("uses llmbook (by name in a string)")
@@ -125,6 +167,24 @@ def _tampering(trees: list[ast.AST], imports: dict[str, str]) -> set[str]:
                     "unittest.mock.patch"
                 ):
                     found.add("patches with unittest.mock")
+                origin = imports.get(func, "")
+                if origin in ("os.kill", "os.killpg", "os._exit", "sys._getframe"):
+                    found.add(f"calls {origin} (as {func})")
+                if func in ("exec", "eval", "compile", "__import__", "vars", "globals"):
+                    found.add(f"calls {func}")
+                if func == "getattr" and (
+                    len(node.args) < 2 or not isinstance(node.args[1], ast.Constant)
+                ):
+                    found.add("calls getattr with a computed name")
+            elif isinstance(node, ast.Attribute) and node.attr in FRAME_ATTRIBUTES:
+                found.add(f"uses introspection ({node.attr})")
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "modules"
+                and node.attr in ("pop", "setdefault", "update", "__setitem__")
+            ):
+                found.add(f"uses sys.modules.{node.attr}")
             elif (
                 isinstance(node, ast.Subscript)
                 and ast.unparse(node.value) == "sys.modules"
@@ -198,6 +258,18 @@ def _free_names(node: ast.AST, enclosing: frozenset[str] = frozenset()) -> set[s
     return found
 
 
+def _top_level(body: list[ast.stmt]):
+    """Statements at module level, also inside ``if``/``try``/``with``/``for`` blocks
+    (a definition inside ``if True:`` is still a definition of the notebook)."""
+    for node in body:
+        yield node
+        if isinstance(node, (ast.If, ast.For, ast.While, ast.With, ast.Try)):
+            for field in ("body", "orelse", "finalbody"):
+                yield from _top_level(getattr(node, field, []) or [])
+            for handler in getattr(node, "handlers", []):
+                yield from _top_level(handler.body)
+
+
 def integrity_flags(
     cells: list[dict], lab: str, questions: dict[str, list[str]]
 ) -> list[str]:
@@ -215,7 +287,7 @@ def integrity_flags(
     imports = _imports(trees)
     defs: dict[str, ast.AST] = {}
     for tree in trees:
-        for node in tree.body:
+        for node in _top_level(tree.body):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 defs[node.name] = node
             elif isinstance(node, ast.Assign):  # f = llmbook.attention.attention

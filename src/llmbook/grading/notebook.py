@@ -1,20 +1,31 @@
 """Reading a submission on the trusted side: checks, lab identity, the job it becomes.
 
-Nothing here executes the notebook; it is parsed as JSON and validated with nbformat.
+Nothing here executes the notebook; it is parsed as JSON and validated with nbformat,
+within limits checked before any parsing: only a regular file (never followed through
+a symbolic link, never a FIFO or a device, which could block or never end), at most
+`MAX_BYTES`, at most `MAX_CONTAINERS` JSON objects and arrays; then at most
+`MAX_CELL` characters per code cell and `MAX_CODE` in all, before any cell's code is
+parsed (by the integrity flags) or sent to the sandbox.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmbook.grading.codec import ParseLimit, loads_limited
+
 __all__ = ["Submission", "SubmissionError", "read_submission", "sha256_file"]
 
-MAX_BYTES = 50 * 1024 * 1024  # a lab notebook is well under 1 MB
+MAX_BYTES = 20 * 1024 * 1024  # a lab notebook is well under 1 MB without outputs
+MAX_CONTAINERS = 1_000_000  # JSON objects and arrays in the file
+MAX_CELL = 100_000  # characters of one code cell (a lab's longest is a few thousand)
+MAX_CODE = 1_000_000  # characters of all code cells together
 CHECK = re.compile(r"""grader\.check\(\s*["']([A-Za-z0-9_]+)["']""")
 IGNORE_TAG = "otter_ignore"  # cells otter skips when grading (the untimed extras)
 
@@ -42,9 +53,61 @@ class Submission:
         return found
 
 
+def file_kind(mode: int) -> str:
+    """A file type in words, for error rows."""
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of `path` if it is a regular file; else OSError/
+    SubmissionError. Symbolic links are not followed; a FIFO does not block."""
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise SubmissionError(
+            f"{file_kind(mode)}: only regular files are graded (hand in the notebook "
+            "itself)"
+        )
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # replaced between the two looks
+        os.close(fd)
+        raise SubmissionError(f"{file_kind(mode)}: only regular files are graded")
+    return fd
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of the regular file `path` (SubmissionError beyond)."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise SubmissionError(
+                f"file is {size / 1e6:.0f} MB; a notebook over {limit // 2**20} MB is "
+                "not graded (clear its outputs)"
+            )
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise SubmissionError(f"file grew past {limit // 2**20} MB while being read")
+    return data
+
+
 def sha256_file(path: Path) -> str:
+    """The hash of a regular file; SubmissionError for anything else (never followed,
+    never read: a FIFO or a device is not hashed)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -55,19 +118,15 @@ def read_submission(path: Path) -> Submission:
     import nbformat
 
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise SubmissionError(
-                f"file is {size / 1e6:.0f} MB; a notebook over {MAX_BYTES // 2**20} MB "
-                "is not graded (clear its outputs)"
-            )
-        data = path.read_bytes()
+        data = read_regular(path, MAX_BYTES)
     except OSError as exc:
         raise SubmissionError(f"cannot read the file: {exc.strerror or exc}") from exc
     digest = hashlib.sha256(data).hexdigest()
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = loads_limited(data, MAX_CONTAINERS)
+    except ParseLimit as exc:
+        raise SubmissionError(f"not graded: {exc} (limits for a notebook)") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
         raise SubmissionError(
             f"not a readable notebook: not valid JSON ({exc})"
         ) from exc
@@ -83,11 +142,13 @@ def read_submission(path: Path) -> Submission:
         )
     try:
         nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+    except RecursionError as exc:
+        raise SubmissionError("not graded: JSON nested too deeply") from exc
     except Exception as exc:  # nbformat raises many kinds
         raise SubmissionError(
             f"not a readable notebook: {type(exc).__name__}: {str(exc)[:200]}"
         ) from exc
-    cells = []
+    cells, total = [], 0
     for index, cell in enumerate(nb.get("cells", [])):
         if cell.get("cell_type") != "code":
             continue
@@ -97,6 +158,16 @@ def read_submission(path: Path) -> Submission:
         if not isinstance(source, str):
             raise SubmissionError(
                 f"not a readable notebook: cell {index} has no source"
+            )
+        if len(source) > MAX_CELL:
+            raise SubmissionError(
+                f"not graded: cell {index} has {len(source):,} characters of code "
+                f"(at most {MAX_CELL:,} per cell)"
+            )
+        total += len(source)
+        if total > MAX_CODE:
+            raise SubmissionError(
+                f"not graded: more than {MAX_CODE:,} characters of code in all"
             )
         tags = cell.get("metadata", {}).get("tags", [])
         cells.append(

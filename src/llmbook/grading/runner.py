@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
+import re
 import shutil
 import signal
 import tempfile
@@ -16,28 +16,44 @@ from llmbook.grading.bundle import Bundle
 
 __all__ = ["Exports", "run_job"]
 
-JSON_LIMIT = 64 * 1024 * 1024
-TENSOR_LIMIT = 512 * 1024 * 1024
+EXPORT_LIMIT = 64 * 2**20  # bytes one submission may send on its pipe, in all
+JSON_LIMIT = 8 * 2**20  # bytes of one exported JSON file
+JSON_CONTAINERS = 400_000  # objects and arrays in one exported JSON file
+TENSOR_LIMIT = EXPORT_LIMIT
+# the reference run (``mode="classify"``, the course's own solution, when the lab is
+# built) may export more: its values are stored in the zip
+TRUSTED_LIMIT = 2**30
 
 
 @dataclass
 class Exports:
-    """What a run left behind, parsed; `problem` says why it stopped early, if it did."""
+    """What a run left behind, parsed; `problem` says why it stopped early, if it did.
+
+    `problem` is the grader's own words (it goes to the student's feedback); `detail`
+    adds what the sandbox said (its error text, its stderr), for the CSV only.
+    """
 
     questions: dict[str, dict[str, Any]] = field(default_factory=dict)
     stores: dict[str, codec.TensorStore] = field(default_factory=dict)
     cell_errors: list[dict[str, Any]] = field(default_factory=list)
     problem: str | None = None
+    detail: str = ""
     wall_s: float = 0.0
     cpu_s: float | None = None  # as the sandboxed process reported it (statistics only)
+    export_bytes: int = 0
+    peak_mb: float | None = (
+        None  # the sandbox's peak memory, where a cgroup measured it
+    )
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, trusted: bool = False) -> Any:
+    size_limit = TRUSTED_LIMIT if trusted else JSON_LIMIT
+    containers = TRUSTED_LIMIT if trusted else JSON_CONTAINERS
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > JSON_LIMIT:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > size_limit:
             return None
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        return codec.loads_limited(path.read_bytes(), containers)
+    except (OSError, ValueError, RecursionError, MemoryError):
         return None
 
 
@@ -45,15 +61,33 @@ def _where(progress: Any) -> str:
     if not isinstance(progress, dict):
         return "before the first cell"
     stage = progress.get("stage")
-    if stage == "cell":
-        return f"in cell {progress.get('cell')}"
-    if stage == "test":
-        return f"in test {progress.get('test')} of {progress.get('question')}"
-    if stage == "export":
-        return f"while exporting {progress.get('question')}"
+    if stage == "cell" and isinstance(progress.get("cell"), int):
+        return f"in cell {progress['cell']}"
+    if stage in ("test", "export"):
+        question = progress.get("question")
+        if isinstance(question, str) and re.fullmatch(r"[A-Za-z0-9_]{1,40}", question):
+            return (
+                f"in a test of {question}"
+                if stage == "test"
+                else f"while exporting {question}"
+            )
     if stage == "done":
         return "after the last cell"
     return "at an unknown point"
+
+
+def isolation_for(bundle: Bundle) -> sandbox.Isolation:
+    """What the sandbox may import for this lab (see `sandbox.Isolation`)."""
+    if bundle.needs is None:  # a zip built before the lab recorded its imports
+        return sandbox.Isolation()
+    roots = {m.split(".")[0] for m in bundle.needs}
+    # these packages look for one another when imported (transformers probes peft,
+    # sklearn, ...): a lab that needs one of them keeps them all
+    hidden = () if roots & set(sandbox.HIDEABLE) else sandbox.HIDEABLE
+    return sandbox.Isolation(
+        llmbook=tuple(sorted(m for m in bundle.needs if m.split(".")[0] == "llmbook")),
+        hidden=tuple(hidden),
+    )
 
 
 def run_job(
@@ -68,35 +102,38 @@ def run_job(
     """Run the harness on `cells` in a fresh sandbox; read back its exports."""
     limits = limits or sandbox.Limits(timeout=timeout)
     if limits.timeout != timeout:
-        limits = sandbox.Limits(
-            timeout, limits.memory_mb, limits.file_mb, limits.processes
-        )
+        limits = dataclasses.replace(limits, timeout=timeout)
     anchors = anchors or dict.fromkeys(bundle.questions)
     job = {
         "mode": mode,
-        "out": sandbox.EXPORT,
         "cells": cells,
         "anchors": anchors,
-        "questions": bundle.job_questions(),
+        "questions": bundle.job_questions(classify=mode == "classify"),
     }
     tmp = Path(tempfile.mkdtemp(prefix="llmbook-grade-"))
     try:
         export = tmp / "export"
         export.mkdir()
-        if unsafe:
-            job["out"] = str(export)
-        elif os.geteuid() == 0:
-            os.chown(export, sandbox.NOBODY, sandbox.NOBODY)
-        result = sandbox.run_untrusted(json.dumps(job).encode(), export, limits, unsafe)
-        exports = Exports(wall_s=result.wall_s)
+        trusted = mode == "classify"
+        result, sent = sandbox.run_untrusted(
+            job,
+            export,
+            limits,
+            unsafe,
+            isolation_for(bundle),
+            TRUSTED_LIMIT if trusted else EXPORT_LIMIT,
+        )
+        exports = Exports(wall_s=result.wall_s, export_bytes=sent.bytes)
+        exports.peak_mb = sent.peak_mb
         for question in bundle.questions:
-            data = _read_json(export / f"{question}.json")
+            data = _read_json(export / f"{question}.json", trusted)
             if not isinstance(data, dict) or not isinstance(data.get("tests"), list):
                 continue
             tensors = export / f"{question}.safetensors"
             try:
+                limit = TRUSTED_LIMIT if trusted else TENSOR_LIMIT
                 if tensors.is_symlink() or (
-                    tensors.exists() and tensors.stat().st_size > TENSOR_LIMIT
+                    tensors.exists() and tensors.stat().st_size > limit
                 ):
                     continue
                 exports.stores[question] = codec.TensorStore.load(tensors)
@@ -112,9 +149,24 @@ def run_job(
         progress = _read_json(export / "progress.json")
         harness_error = _read_json(export / "harness_error.json")
         where = _where(progress)
-        if result.timed_out:
+        finished = (
+            isinstance(done, dict)
+            and done.get("done") is True
+            and result.returncode == 0
+            and not result.timed_out
+        )
+        if sent.problem:
+            exports.problem = f"grading stopped {where}: {sent.problem}"
+        elif result.timed_out:
             exports.problem = (
                 f"timed out after {limits.wall_timeout:g} s of wall-clock time {where}"
+            )
+        elif finished:
+            pass
+        elif sent.oom:
+            exports.problem = (
+                f"ran out of memory ({limits.sandbox_mb} MB for the whole sandbox) "
+                f"{where}"
             )
         elif result.signal == signal.SIGXCPU:
             exports.problem = f"used up its {limits.timeout:g} s of CPU time {where}"
@@ -122,17 +174,16 @@ def run_job(
             name = signal.Signals(result.signal).name if result.signal < 65 else ""
             exports.problem = f"the process was killed ({name}) {where}"
         elif isinstance(harness_error, dict):
-            exports.problem = (
-                f"grading stopped {where}: {str(harness_error.get('error'))[:300]}"
-            )
+            exports.problem = f"grading stopped {where}"
+            exports.detail = str(harness_error.get("error"))[:300]
         elif not (isinstance(done, dict) and done.get("done") is True):
             code = result.returncode
             detail = result.stderr.strip().splitlines()[-1:] if result.stderr else []
             exports.problem = (
                 f"the notebook ended the run {where} (exit status {code}; os._exit, "
                 "sys.exit in a test, or out of memory?)"
-                + (f": {detail[0][:200]}" if detail else "")
             )
+            exports.detail = detail[0][:200] if detail else ""
         return exports
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,14 +3,22 @@
 A test passes when, for every assert the reference solution reached,
 
 1. the student's run reached it too, with no error before the test ended;
-2. the assert's condition, evaluated here with the student's leaf values substituted
+2. the assert's condition, evaluated here with the leaf values substituted
    (`llmbook.grading.probes.trusted_eval`), is true: the comparison itself
-   (``torch.allclose``, ``==``) is this process's, which no student code has patched;
+   (``torch.allclose``, ``==``) is this process's, which no student code has patched.
+   For a test the lab build could slice (`llmbook.grading.probes.plan_test`), only the
+   leaves that depend on the student's objects come from the sandbox; the others (the
+   test's expected values) are the reference run's, stored in the zip, and were never
+   computed in the sandbox;
 3. every leaf value equals the reference solution's at the same place, within
-   rtol 1e-4 / atol 1e-5 (so an ``expected`` value that the test computes inside the
-   sandbox cannot be replaced by the student's own), except leaves the lab declares
-   free because correct answers differ there (random initialisations, timings; see
-   `llmbook.grading.labs`).
+   rtol 1e-4 / atol 1e-5, except leaves the lab declares free because correct
+   answers differ there (random initialisations, timings; see
+   `llmbook.grading.labs`). A test whose leaves are all free is judged by its asserts
+   alone, on values its whole run in the sandbox reported.
+
+Messages (`TestResult.message`) are the grader's own: an assert's message rendered
+from its source (`llmbook.grading.probes.message_text`), or "raised ValueError" for
+a test that raised; nothing the sandbox says reaches the student's feedback.
 
 Each question scores ``points * passed / tests``, clamped to ``[0, points]``.
 """
@@ -18,6 +26,7 @@ Each question scores ``points * passed / tests``, clamped to ``[0, points]``.
 from __future__ import annotations
 
 import ast
+import builtins
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +95,11 @@ def score_test(
         result.message = "the test did not run"
         return result
     if record.get("error"):
-        result.message = str(record["error"])[:500]
+        kind = record.get("error_type")
+        known = isinstance(kind, str) and isinstance(
+            getattr(builtins, kind, None), type
+        )
+        result.message = f"raised {kind}" if known else "raised an exception"
         return result
     sites = bundle.sites[test.name]
     reference = bundle.reference.get(test.name, {})
@@ -95,6 +108,8 @@ def score_test(
     got = _by_assert(record)
     free = labs.free_leaves(bundle.lab, test.name)
     paths = bundle.leaf_paths(test.name)
+    plan = bundle.plans.get(test.name)
+    from_sandbox = plan.leaves if plan is not None and plan.sliced else None
     for index in sorted(expected):
         if index not in got:
             site = sites[index]
@@ -109,8 +124,7 @@ def score_test(
             return result
         site = sites[index]
         for k, entry in enumerate(executions):
-            message = entry.get("msg") if isinstance(entry.get("msg"), str) else ""
-            message = message or site.message or f"assert on line {site.line}"
+            message = site.text or f"the assert on line {site.line} failed"
             if site.fail:
                 result.message = message
                 return result
@@ -118,7 +132,18 @@ def score_test(
                 result.message = f"the assert on line {site.line} cannot be checked"
                 return result
             leaves = _decode_leaves(entry, store)
-            leaves = {p: leaves.get(p, _MISSING) for p in paths[index]}
+            if from_sandbox is not None:  # the others: the reference run's values
+                mine = from_sandbox.get(index, {})
+                runs = expected.get(index, [])
+                theirs = (
+                    _decode_leaves(runs[k], bundle.tensors) if k < len(runs) else {}
+                )
+                leaves = {
+                    p: leaves.get(p, _MISSING) if p in mine else theirs.get(p, _MISSING)
+                    for p in paths[index]
+                }
+            else:
+                leaves = {p: leaves.get(p, _MISSING) for p in paths[index]}
             try:
                 ok = probes.trusted_eval(site.cond, leaves, refs, _MISSING)
             except Exception as exc:  # the student's values broke the condition
