@@ -26,6 +26,7 @@ from llmbook.translate.scoring import (
 from llmbook.translate.training import (
     char_cross_entropy,
     load_mt,
+    read_meta,
     save_meta,
     save_mt,
     train_mt,
@@ -52,6 +53,7 @@ def evaluate(name: str, decode: str, max_sources: int | None, split: str = "test
           f"({time.time() - t0:.0f} s)")  # fmt: skip
     print(verdict_line(result, os.path.basename(os.path.normpath(name))), flush=True)
     if record:  # the summary goes into the model's config.json under this key
+        meta = read_meta(name)  # as stored now (another evaluation may have written)
         scores = result["scores"]
         meta[record] = {"n": result["n"], "decode": decode, "split": split,
                         "nats_per_char": round(nats, 3), "target_vocab": len(vocab),
@@ -62,7 +64,6 @@ def evaluate(name: str, decode: str, max_sources: int | None, split: str = "test
                         "memory": round(scores["memory"]["chrF"], 2),
                         "model_minus_dictionary": [round(x, 2) for x in (diff, low, high)],
                         "per_catalog": result["per_catalog"]}  # fmt: skip
-        meta.pop("path", None)
         save_meta(name, meta)
     return result
 

@@ -182,6 +182,12 @@ def _directory(name_or_path: str | Path) -> Path:
     return directory if directory.is_dir() else WEIGHTS_DIR / str(name_or_path)
 
 
+def read_meta(name_or_path: str | Path) -> dict:
+    """A saved model's ``config.json``, as stored."""
+    path = _directory(name_or_path) / "config.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def save_meta(name_or_path: str | Path, meta: dict) -> None:
     """Rewrite a saved model's ``config.json`` (e.g. with its test scores added)."""
     text = json.dumps(meta, ensure_ascii=False, indent=1)
