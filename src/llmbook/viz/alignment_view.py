@@ -24,7 +24,7 @@ __all__ = ["alignment_maps", "alignment_figure", "AlignmentExplorer"]
 
 
 def alignment_maps(
-    model, src_tok, vocab, text: str, max_len: int = 24
+    model, src_tok, vocab, text: str, max_len: int = 64
 ) -> dict[str, Any]:
     """Greedy translation of ``text`` and the cross-attention that produced it.
 
