@@ -11,12 +11,19 @@ the peak is *measured* on this machine as the best rate of large square matmuls 
 the dtype training computes in (fp32 on the CPU, bf16 under autocast on a recent
 GPU); MFU is their ratio. On CUDA the fp32 peak is listed too.
 
-With ``--nanogpt PATH/model.py`` it instead times our training step against
-nanoGPT's model (a copy of karpathy/nanoGPT's ``model.py`` that you keep outside this
-repository) at identical configurations, alternating the two in one process, and
-prints tokens/s of each and their ratio::
+With ``--nanogpt PATH/model.py`` it instead times our training step, exactly as
+``python -m llmbook.pretrain`` runs it by default (bf16 autocast where the CPU has
+bf16 units; ``--fp32`` for fp32), against nanoGPT's model on its CPU recipe (a copy
+of karpathy/nanoGPT's ``model.py`` that you keep outside this repository) at
+identical configurations, alternating the two in one process for ``--rounds``
+rounds, and prints tokens/s per wall-clock second and per CPU-second, their ratios,
+MFU and the load average::
 
-    python benchmarks/train_throughput.py --nanogpt /tmp/nanogpt/model.py --threads 2
+    python benchmarks/train_throughput.py --nanogpt /tmp/nanogpt/model.py --threads 1
+
+On a machine shared with other work, prefer one thread and the CPU-time ratio: with
+two threads and more runnable processes than cores, each step waits for its
+descheduled thread and the rates swing by 3x from round to round.
 
 Not part of the package: nothing imports it except tests/test_benchmarks.py.
 """
@@ -28,7 +35,7 @@ import copy
 import importlib.util
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +78,13 @@ def peak_matmul_flops(
     dtype: torch.dtype = torch.float32,
     sizes: Sequence[int] = (1024, 2048, 4096),
     repeats: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> float:
     """Best measured FLOP/s of an (n x n) @ (n x n) matmul over ``sizes``.
 
     Each size is run once untimed, then ``repeats`` times; one matmul counts
-    ``2 * n**3`` FLOPs.
+    ``2 * n**3`` FLOPs. ``clock=time.process_time`` gives FLOPs per CPU-second
+    (all threads' time), which a loaded machine disturbs far less than wall time.
     """
     device = torch.device(device)
     best = 0.0
@@ -87,11 +96,11 @@ def peak_matmul_flops(
         torch.matmul(a, b)
         _sync(device)
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(inner):
                 torch.matmul(a, b)
             _sync(device)
-            seconds = time.perf_counter() - t0
+            seconds = clock() - t0
             best = max(best, inner * 2 * n**3 / seconds)
     return best
 
@@ -238,23 +247,32 @@ def compare_nanogpt(
         raise ValueError(f"need rounds >= 1 and steps >= 1, got {rounds}, {steps}")
     nano = _load_nanogpt(path)
     peak = peak_matmul_flops("cpu", torch.float32, peak_sizes)
+    cpu_peak = peak_matmul_flops("cpu", torch.float32, peak_sizes,
+                                 clock=time.process_time)  # fmt: skip
     rows = []
     for name, c in NANOGPT_CONFIGS.items():
         load_before = load_average()
         rates = _race(nano, c, rounds, steps, cpu_bf16)
-        ours_rate = statistics.median(rates["ours"])
-        theirs_rate = statistics.median(rates["nanoGPT"])
+        med = {k: statistics.median(v) for k, v in rates.items() if k != "dtype"}
         flops = model_flops_per_token(_our_config(c))
         rows.append({
             "config": name, "ours dtype": rates["dtype"],
             "ours rounds": rates["ours"], "nanoGPT rounds": rates["nanoGPT"],
-            "ours tokens/s": ours_rate, "nanoGPT tokens/s": theirs_rate,
-            "ratio": ours_rate / theirs_rate,
+            "ours cpu rounds": rates["ours cpu"],
+            "nanoGPT cpu rounds": rates["nanoGPT cpu"],
+            "ours tokens/s": med["ours"], "nanoGPT tokens/s": med["nanoGPT"],
+            "ratio": med["ours"] / med["nanoGPT"],
             "round ratios": [a / b for a, b in zip(rates["ours"], rates["nanoGPT"],
                                                    strict=True)],
-            "ours MFU": flops * ours_rate / peak,
-            "nanoGPT MFU": flops * theirs_rate / peak,
+            "ours tokens/cpu-s": med["ours cpu"],
+            "nanoGPT tokens/cpu-s": med["nanoGPT cpu"],
+            "cpu ratio": med["ours cpu"] / med["nanoGPT cpu"],
+            "ours MFU": flops * med["ours"] / peak,
+            "nanoGPT MFU": flops * med["nanoGPT"] / peak,
+            "ours cpu MFU": flops * med["ours cpu"] / cpu_peak,
+            "nanoGPT cpu MFU": flops * med["nanoGPT cpu"] / cpu_peak,
             "fp32 peak GFLOP/s": peak / 1e9,
+            "fp32 peak GFLOP/cpu-s": cpu_peak / 1e9,
             "load": f"{load_before} -> {load_average()}",
         })  # fmt: skip
     return rows
@@ -312,15 +330,17 @@ def _race(nano: Any, c: dict[str, Any], rounds: int, steps: int,
         our_step(i)
         their_step(i)
     dtype = train_dtype("cpu", cpu_bf16)
-    rates: dict[str, Any] = {"ours": [], "nanoGPT": [],
+    rates: dict[str, Any] = {"ours": [], "nanoGPT": [], "ours cpu": [],
+                             "nanoGPT cpu": [],
                              "dtype": "fp32" if dtype is None else "bf16 autocast"}  # fmt: skip
     tokens = steps * batch_size * block
     for _ in range(rounds):
         for label, step in (("ours", our_step), ("nanoGPT", their_step)):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for i in range(steps):
                 step(i)
             rates[label].append(tokens / (time.perf_counter() - t0))
+            rates[f"{label} cpu"].append(tokens / (time.process_time() - c0))
     return rates
 
 
@@ -353,22 +373,32 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def markdown_nanogpt(rows: Sequence[dict[str, Any]]) -> str:
-    """The nanoGPT comparison as a markdown table, one line per config and round."""
+    """The nanoGPT comparison as a markdown table, one line per config and round.
+
+    Rates per wall-clock second and per CPU-second (process time, all threads); on
+    a machine shared with other work the CPU-second ratio is the steadier one.
+    """
     lines = [
         "| config | round | ours tokens/s | nanoGPT tokens/s | ours / nanoGPT | "
+        "ours tokens/CPU-s | nanoGPT tokens/CPU-s | ours / nanoGPT (CPU time) | "
         "ours MFU | nanoGPT MFU | load (1, 5, 15 min) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for i, (a, b) in enumerate(zip(r["ours rounds"], r["nanoGPT rounds"],
-                                       strict=True)):  # fmt: skip
+        rounds = zip(r["ours rounds"], r["nanoGPT rounds"], r["ours cpu rounds"],
+                     r["nanoGPT cpu rounds"], strict=True)  # fmt: skip
+        for i, (a, b, ca, cb) in enumerate(rounds):
             lines.append(f"| {r['config']} | {i + 1} | {a:,.0f} | {b:,.0f} | "
-                         f"{a / b:.2f} | | | |")  # fmt: skip
+                         f"{a / b:.2f} | {ca:,.0f} | {cb:,.0f} | {ca / cb:.2f} | "
+                         "| | |")  # fmt: skip
         lines.append(
             f"| **{r['config']}** | median | {r['ours tokens/s']:,.0f} | "
             f"{r['nanoGPT tokens/s']:,.0f} | **{r['ratio']:.2f}** | "
-            f"{100 * r['ours MFU']:.1f}% | {100 * r['nanoGPT MFU']:.1f}% | "
-            f"{r['load']} |"
+            f"{r['ours tokens/cpu-s']:,.0f} | {r['nanoGPT tokens/cpu-s']:,.0f} | "
+            f"**{r['cpu ratio']:.2f}** | {100 * r['ours MFU']:.1f}% "
+            f"({100 * r['ours cpu MFU']:.1f}% CPU time) | "
+            f"{100 * r['nanoGPT MFU']:.1f}% ({100 * r['nanoGPT cpu MFU']:.1f}% CPU "
+            f"time) | {r['load']} |"
         )
     return "\n".join(lines)
 
@@ -403,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
               f"of {args.steps} steps; ours as python -m llmbook.pretrain runs it "
               f"({rows[0]['ours dtype']}), nanoGPT its CPU recipe (fp32); MFU "
               f"against the measured fp32 peak {rows[0]['fp32 peak GFLOP/s']:.0f} "
-              "GFLOP/s\n")  # fmt: skip
+              f"GFLOP/s ({rows[0]['fp32 peak GFLOP/cpu-s']:.0f} GFLOP per CPU-second)"
+              "\n")  # fmt: skip
         print(markdown_nanogpt(rows))
         return rows
     if args.device is None:

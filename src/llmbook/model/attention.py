@@ -219,8 +219,8 @@ def _fused_attention(
     """PyTorch's fused attention kernel; (batch, n_heads, n_q, d_head) out.
 
     Under CPU bf16 autocast the projections arrive in bf16, but PyTorch's CPU
-    attention kernel is 2-3x slower in bf16 than in fp32 (forward + backward,
-    measured in ``benchmarks/train_throughput.py``'s notes), so on the CPU the
+    attention kernel is 2-3x slower in bf16 than in fp32 (forward + backward at
+    the course GPT's shapes, torch 2.13 on an AVX512-BF16 CPU), so on the CPU the
     attention itself runs in fp32 and only the matmuls around it use bf16.
     """
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
