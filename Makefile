@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: help setup book test lint labs autograders sync browser sandbox clean
+.PHONY: help setup book test lint labs autograders sync browser sandbox clean gpu-check
 
 help:
 	@echo "make book   build the book into _build/html (executes chapters, with a cache)"
@@ -15,6 +15,7 @@ help:
 	@echo "make autograders  build _build/autograder/*.zip (for llmbook-grade) without"
 	@echo "            re-executing the masters"
 	@echo "make sync   rewrite generated setup cells and README links from _config.yml"
+	@echo "make gpu-check  run the GPU paths on a CUDA GPU (<= 8 min), report in GPU_CHECK_OUT"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,12 @@ setup: $(STAMP)
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# On a CUDA GPU: the GPU paths the chapters promise, <= 8 minutes, report.md + .json.
+# Without a GPU it runs its CPU smoke mode (seconds) and says so in the report.
+GPU_CHECK_OUT ?= benchmarks/results/gpu-check
+gpu-check: $(STAMP)
+	$(BIN)/python -m llmbook.gpu_check --out $(GPU_CHECK_OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

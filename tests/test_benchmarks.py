@@ -85,13 +85,25 @@ def test_nanogpt_comparison_times_both_at_each_config(bench, tmp_path):
     the repository): one row per configuration, positive rates, ratio = their quotient."""
     path = tmp_path / "model.py"
     path.write_text(FAKE_NANOGPT)
-    rows = bench.compare_nanogpt(str(path), rounds=1, steps=1)
+    rows = bench.compare_nanogpt(str(path), rounds=2, steps=1, peak_sizes=(128,))
     assert [r["config"] for r in rows] == list(bench.NANOGPT_CONFIGS)
     for r in rows:
         assert r["ours tokens/s"] > 0 and r["nanoGPT tokens/s"] > 0
         assert r["ratio"] == pytest.approx(r["ours tokens/s"] / r["nanoGPT tokens/s"])
+        assert len(r["ours rounds"]) == len(r["round ratios"]) == 2
+        flops = bench.model_flops_per_token(bench._our_config(
+            bench.NANOGPT_CONFIGS[r["config"]]))  # fmt: skip
+        assert r["ours MFU"] == pytest.approx(
+            flops * r["ours tokens/s"] / (r["fp32 peak GFLOP/s"] * 1e9)
+        )
+        # our side runs as python -m llmbook.pretrain: bf16 only on a bf16 CPU
+        assert r["ours dtype"] == ("bf16 autocast" if bench.cpu_has_bf16() else "fp32")
+    table = bench.markdown_nanogpt(rows).splitlines()
+    assert len(table) == 2 + 2 * (2 + 1)  # header, rule, per config 2 rounds + median
     with pytest.raises(FileNotFoundError):
         bench.compare_nanogpt(str(tmp_path / "missing.py"))
+    with pytest.raises(ValueError, match="rounds"):
+        bench.compare_nanogpt(str(path), rounds=0)
 
 
 GENERATE = Path(__file__).resolve().parents[1] / "benchmarks" / "generate_throughput.py"

@@ -213,6 +213,26 @@ def scaled_dot_product_attention(
     return (out, weights) if return_weights else out
 
 
+def _fused_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool
+) -> Tensor:
+    """PyTorch's fused attention kernel; (batch, n_heads, n_q, d_head) out.
+
+    Under CPU bf16 autocast the projections arrive in bf16, but PyTorch's CPU
+    attention kernel is 2-3x slower in bf16 than in fp32 (forward + backward at
+    the course GPT's shapes, torch 2.13 on an AVX512-BF16 CPU), so on the CPU the
+    attention itself runs in fp32 and only the matmuls around it use bf16.
+    """
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        dtype = q.dtype
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(
+                q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal
+            )
+        return out.to(dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention: h heads of size d_model / h, run in parallel.
 
@@ -286,9 +306,7 @@ class MultiHeadAttention(nn.Module):
                 causal = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
                 mask = causal if mask is None else mask & causal
                 is_causal = False
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=is_causal
-            )  # (batch, n_heads, n_q, d_head)
+            out = _fused_attention(q, k, v, mask, is_causal)
             weights = None
         else:
             out, weights = scaled_dot_product_attention(

@@ -30,9 +30,11 @@ from llmbook.train.mlm import (
 )
 from llmbook.train.step import (
     autocast_context,
+    cpu_has_bf16,
     lm_loss,
     lr_at,
     make_optimizer,
+    train_dtype,
     train_step,
 )
 
@@ -52,8 +54,10 @@ __all__ = [
     "most_frequent_tokens",
     "train_mlm",
     "autocast_context",
+    "cpu_has_bf16",
     "lm_loss",
     "lr_at",
     "make_optimizer",
+    "train_dtype",
     "train_step",
 ]

@@ -32,8 +32,13 @@ from llmbook.model.gpt import GPT
 from llmbook.train.checkpoint import load_checkpoint, save_checkpoint
 from llmbook.train.config import TrainConfig
 from llmbook.train.history import History
-from llmbook.train.step import autocast_context, lr_at, make_optimizer, train_step
-from llmbook.utils import autocast_dtype
+from llmbook.train.step import (
+    autocast_context,
+    lr_at,
+    make_optimizer,
+    train_dtype,
+    train_step,
+)
 
 __all__ = ["History", "update_ema", "evaluate_perplexity", "train"]
 
@@ -127,6 +132,7 @@ def train(
     resume: bool = False,
     callback: Callable[[int, History], None] | None = None,
     progress: bool = True,
+    cpu_bf16: bool = False,
 ) -> History:
     """Train ``model`` on ``data`` with ``config``; returns the :class:`History`.
 
@@ -139,6 +145,9 @@ def train(
         callback: called as ``callback(step, history)`` after every evaluation (the
             chapter's live plot).
         progress: show a ``tqdm`` bar with the running loss.
+        cpu_bf16: on a CPU with bf16 units (:func:`~llmbook.train.step.cpu_has_bf16`)
+            run the forward pass under bf16 autocast (``python -m llmbook.pretrain``
+            does by default); elsewhere on the CPU it trains in fp32 regardless.
 
     With ``config.ema_decay > 0`` the run keeps an exponential moving average of the
     weights (:func:`update_ema`), the validation perplexity is the average's, and on
@@ -167,7 +176,7 @@ def train(
             )
         start, history = load_checkpoint(checkpoint_path, model, optimizer, ema)
     stop = config.max_steps if steps is None else min(steps, config.max_steps)
-    dtype = autocast_dtype(device) if device.type == "cuda" else None
+    dtype = train_dtype(device, cpu_bf16)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     forward = torch.compile(model) if config.compile else model
     skip = start * config.grad_accum
@@ -195,7 +204,7 @@ def train(
             lr=lr,
             grad_clip=config.grad_clip,
             scaler=scaler,
-            autocast=lambda: autocast_context(device),
+            autocast=lambda: autocast_context(device, cpu_bf16),
         )
         loss_sum = loss.item()
         if ema is not None:

@@ -9,7 +9,10 @@ weight-decay rule the course uses, and the learning-rate schedule.
 from __future__ import annotations
 
 import contextlib
+import functools
+import platform
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +22,15 @@ from llmbook.train.config import TrainConfig
 from llmbook.train.optim import cosine_schedule, param_groups_for_weight_decay
 from llmbook.utils import autocast_dtype
 
-__all__ = ["lm_loss", "make_optimizer", "lr_at", "autocast_context", "train_step"]
+__all__ = [
+    "lm_loss",
+    "make_optimizer",
+    "lr_at",
+    "cpu_has_bf16",
+    "train_dtype",
+    "autocast_context",
+    "train_step",
+]
 
 
 def lm_loss(model: nn.Module, batch: Tensor) -> Tensor:
@@ -48,10 +59,49 @@ def lr_at(step: int, config: TrainConfig) -> float:
     )
 
 
-def autocast_context(device: str | torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision where it pays (bf16/fp16 autocast on CUDA), else a no-op."""
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (the ``avx512_bf16`` or
+    ``amx_bf16`` instructions), read from ``/proc/cpuinfo`` on Linux.
+
+    Only with them does bf16 autocast speed up a CPU training step (the course
+    GPT's, about 1.2x on an AVX512-BF16 CPU); an earlier measurement on a CPU
+    without them found the step ten times slower, as PyTorch then emulates bf16.
+    Elsewhere (macOS, Windows) it answers False.
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.system() != "Linux" or not cpuinfo.exists():
+        return False
+    flags: set[str] = set()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def train_dtype(
+    device: str | torch.device, cpu_bf16: bool = False
+) -> torch.dtype | None:
+    """The dtype a training step's forward pass autocasts to on ``device``, or None.
+
+    CUDA: bf16 where supported, else fp16 (:func:`llmbook.utils.autocast_dtype`).
+    CPU: bf16 when ``cpu_bf16`` is asked for and :func:`cpu_has_bf16`, else None
+    (fp32). MPS: None.
+    """
     device = torch.device(device)
-    dtype = autocast_dtype(device)
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_bf16 and cpu_has_bf16() else None
+    return autocast_dtype(device)
+
+
+def autocast_context(
+    device: str | torch.device, cpu_bf16: bool = False
+) -> contextlib.AbstractContextManager:
+    """Mixed precision where it pays, else a no-op: bf16/fp16 autocast on CUDA, and
+    bf16 on a CPU with bf16 units when ``cpu_bf16`` (see :func:`train_dtype`)."""
+    device = torch.device(device)
+    dtype = train_dtype(device, cpu_bf16)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
