@@ -69,6 +69,13 @@ PLANTED = {
             "q = torch.clamp(torch.round(w.float() / scales), -127, 127)",
             "q = torch.clamp(torch.round(w.float()) / scales, -127, 127)",
         ),
+        "size_from_state_dict_counts_tied_weights_twice": (
+            "q4",
+            "tensors = list(module.parameters()) + list(module.buffers())\n"
+            "    return sum(t.numel() * t.element_size() for t in tensors)",
+            "return sum(t.numel() * t.element_size() "
+            "for t in module.state_dict().values())",
+        ),
     },
     "lab01_tokens_ngrams": {
         "tie_break_to_largest_pair": (
@@ -196,6 +203,31 @@ PLANTED = {
 }
 
 
+# Answers that differ from the master's but that the handout allows (other shapes,
+# dtypes or values it leaves open): lab -> name -> (text in the solution, replacement).
+# Each must get full marks from llmbook-grade and pass every grader.check.
+VARIANTS = {
+    "lab09_quantization": {
+        "scale_of_shape_1": (
+            "scale = x.abs().max().float() / 127",
+            "scale = x.abs().max().float().reshape(1) / 127",
+        ),
+        "scale_of_shape_1_for_zeros_too": (
+            "scale = torch.ones((), dtype=torch.float32)  # an all-zero tensor",
+            "scale = torch.ones(1, dtype=torch.float32)  # an all-zero tensor",
+        ),
+        "tiny_positive_scale_for_zeros": (
+            "scale = torch.ones((), dtype=torch.float32)  # an all-zero tensor",
+            "scale = torch.tensor(1e-8)  # an all-zero tensor",
+        ),
+        "tiny_positive_scale_for_zero_rows": (
+            "scales = torch.where(scales == 0, torch.ones_like(scales), scales)",
+            "scales = torch.where(scales == 0, torch.full_like(scales, 1e-8), scales)",
+        ),
+    },
+}
+
+
 @dataclass
 class Lab:
     master: Path
@@ -298,6 +330,8 @@ def graded(lab, tmp_path_factory) -> tuple[dict[str, dict], Path]:
     nbformat.write(lab.student, subs / "untouched.ipynb")
     for name, (_, old, new) in PLANTED.get(lab.name, {}).items():
         nbformat.write(answered(lab, (old, new)), subs / f"planted_{name}.ipynb")
+    for name, (old, new) in VARIANTS.get(lab.name, {}).items():
+        nbformat.write(answered(lab, (old, new)), subs / f"variant_{name}.ipynb")
     (subs / "corrupt.ipynb").write_text('{"cells": [', encoding="utf-8")
     out = subs.parent / f"{lab.name}-grades.csv"
     options = GradeOptions(timeout=240, workers=2, unsafe=UNSAFE)
@@ -423,6 +457,16 @@ def test_planted_mistake_gets_partial_credit(lab, graded, mistake):
     assert row[question] < lab.questions[question], f"{question} should lose points"
 
 
+@pytest.mark.parametrize("variant", [v for p in VARIANTS.values() for v in p])
+def test_handout_variant_gets_full_marks(lab, graded, variant):
+    """What the handout allows, llmbook-grade accepts (grader.check: see below)."""
+    if variant not in VARIANTS.get(lab.name, {}):
+        pytest.skip(f"{variant} is a variant of another lab")
+    row = graded[0][f"variant_{variant}"]
+    assert row["status"] == "ok", row["error"]
+    assert row["total"] == row["possible"] == sum(lab.questions.values()), row
+
+
 def test_corrupt_notebook_is_an_error_row_and_the_others_survive(graded):
     rows, csv_path = graded
     assert rows["corrupt"]["status"] == "error"
@@ -522,7 +566,20 @@ print("all public tests passed")"""
 
 
 def test_student_notebook_alone_checks_answers_as_on_colab(lab, tmp_path):
+    """The solution, then each handout variant in turn, passes every grader.check."""
     nb = answered(lab)
+    answers = [
+        c for c in nb.cells if build_labs.ANSWER_TAG in c.metadata.get("tags", [])
+    ]
+    checks_after_variants = []
+    for name, (old, new) in VARIANTS.get(lab.name, {}).items():
+        [cell] = [c for c in answers if old in c.source]
+        variant = nbformat.v4.new_code_cell(cell.source.replace(old, new))
+        check = nbformat.v4.new_code_cell(
+            f"# variant {name}\n" + CHECK_ALL.format(questions=list(lab.questions))
+        )
+        checks_after_variants.append(check)
+        nb.cells += [variant, check, nbformat.v4.new_code_cell(cell.source)]
     setup = next(c for c in nb.cells if "setup" in c.metadata.get("tags", []))
     nb.cells.insert(nb.cells.index(setup) + 1, nbformat.v4.new_code_cell(PRETEND_COLAB))
     nb.cells.append(
@@ -544,5 +601,6 @@ def test_student_notebook_alone_checks_answers_as_on_colab(lab, tmp_path):
             for o in cell.outputs
         )
         assert "passed" in shown and "failed" not in shown, (cell.source, shown)
-    assert nb.cells[-1].outputs[0]["text"] == "all public tests passed\n"
+    for cell in [nb.cells[-1], *checks_after_variants]:
+        assert cell.outputs[0]["text"] == "all public tests passed\n", cell.source
     assert sorted(p.name for p in empty.iterdir()) == [".OTTER_LOG"]
