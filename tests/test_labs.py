@@ -187,6 +187,18 @@ PLANTED = {
             "self.scaling = alpha / r",
             "self.scaling = r / alpha",
         ),
+        "lora_matrices_in_float32_whatever_the_base": (
+            "q1",
+            "self.lora_A = nn.Parameter(torch.empty(r, base.in_features).to(w))\n"
+            "        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r).to(w))",
+            "self.lora_A = nn.Parameter(torch.empty(r, base.in_features))\n"
+            "        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))",
+        ),
+        "merge_reuses_the_base_bias": (
+            "q2",
+            "merged.bias = nn.Parameter(base.bias.detach().clone())",
+            "merged.bias = base.bias",
+        ),
     },
     "lab07_metrics": {
         "bleu_without_clipping": (
@@ -207,6 +219,23 @@ PLANTED = {
 # dtypes or values it leaves open): lab -> name -> (text in the solution, replacement).
 # Each must get full marks from llmbook-grade and pass every grader.check.
 VARIANTS = {
+    "lab06_lora": {
+        "update_through_the_product_matrix": (
+            "low = x @ self.lora_A.T  # (..., r)\n"
+            "        return self.base(x) + self.scaling * (low @ self.lora_B.T)",
+            "delta = self.lora_B @ self.lora_A  # (d_out, d_in)\n"
+            "        return self.base(x) + self.scaling * (x @ delta.T)",
+        ),
+        "merge_by_copying_into_a_fresh_layer": (
+            "merged.weight = nn.Parameter((w + delta).detach().clone())\n"
+            "    if base.bias is not None:\n"
+            "        merged.bias = nn.Parameter(base.bias.detach().clone())",
+            "with torch.no_grad():\n"
+            "        merged.weight.copy_(w + delta)\n"
+            "        if base.bias is not None:\n"
+            "            merged.bias.copy_(base.bias)",
+        ),
+    },
     "lab09_quantization": {
         "scale_of_shape_1": (
             "scale = x.abs().max().float() / 127",
