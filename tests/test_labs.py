@@ -161,10 +161,20 @@ PLANTED = {
         ),
     },
     "lab05_decoding": {
-        "top_p_drops_the_crossing_token": (
+        "entropy_nan_on_minus_inf": (
             "q1",
-            "drop = cumulative - probs >= p",
-            "drop = cumulative > p",
+            "entropy = -torch.where(p > 0, p * log_p, 0.0).sum(dim=-1, keepdim=True)",
+            "entropy = -(p * log_p).sum(dim=-1, keepdim=True)",
+        ),
+        "epsilon_zero_returns_the_input_itself": (
+            "q1",
+            "return logits.clone()",
+            "return logits",
+        ),
+        "half_precision_returned_as_float32": (
+            "q1",
+            'return logits.masked_fill(drop, float("-inf"))',
+            'return x.masked_fill(drop, float("-inf"))',
         ),
         "beam_scores_not_length_normalised": (
             "q2",
@@ -219,6 +229,22 @@ PLANTED = {
 # dtypes or values it leaves open): lab -> name -> (text in the solution, replacement).
 # Each must get full marks from llmbook-grade and pass every grader.check.
 VARIANTS = {
+    "lab05_decoding": {
+        "entropy_in_float64": (
+            "x = logits.float() if half else logits",
+            "x = logits.double()",
+        ),
+        "entropy_from_torch_special_xlogy": (
+            "entropy = -torch.where(p > 0, p * log_p, 0.0).sum(dim=-1, keepdim=True)",
+            "entropy = -torch.special.xlogy(p, p).sum(dim=-1, keepdim=True)",
+        ),
+        "ties_broken_by_torch_sort": (
+            "cand_scores, cand = torch.topk(total, 2 * num_beams)",
+            "cand_scores, cand = torch.sort(total, descending=True, stable=True)\n"
+            "        cand_scores, cand = cand_scores[: 2 * num_beams], "
+            "cand[: 2 * num_beams]",
+        ),
+    },
     "lab06_lora": {
         "update_through_the_product_matrix": (
             "low = x @ self.lora_A.T  # (..., r)\n"

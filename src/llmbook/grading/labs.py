@@ -116,7 +116,7 @@ FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
         "q3": frozenset({"clip_grad_norm_", "clip_grad_value_"}),
     },
     "lab05": {
-        "q1": frozenset({"TopPLogitsWarper", "LogitsProcessorList"}),
+        "q1": frozenset({"EtaLogitsWarper", "LogitsProcessorList"}),
         "q2": frozenset({"generate", "beam_search", "_beam_search", "GenerationMixin"}),
     },
     "lab06": {
