@@ -149,15 +149,27 @@ PLANTED = {
         ),
     },
     "lab08_moe": {
-        "top_k_gates_not_renormalised": (
+        "expert_choice_softmax_over_tokens": (
             "q1",
-            "gates = top / top.sum(dim=-1, keepdim=True)",
-            "gates = top",
+            "probs = torch.softmax(logits.float(), dim=-1)  # (tokens, n_experts), per token",
+            "probs = torch.softmax(logits.float(), dim=0)  # (tokens, n_experts), per token",
         ),
-        "balance_loss_from_counts_only": (
+        "expert_choice_each_expert_once_per_slot": (
             "q2",
-            "return n_experts * (f * p).sum()",
-            "return n_experts * (f * f).sum()",
+            "out = expert(x[token[e]]) * gates[e, :, None]  # (capacity, d_model)\n"
+            "        y = y.index_add(0, token[e], out.to(y.dtype))",
+            "for c in range(token.shape[1]):\n"
+            "            t = int(token[e, c])\n"
+            "            y[t] = y[t] + gates[e, c] * expert(x[t : t + 1])[0]",
+        ),
+        "dispatch_calls_each_expert_once_per_token": (
+            "q3",
+            "out = expert(x[token]) * gates[token, slot, None]\n"
+            "            y = y.index_add(0, token, out)",
+            "for t, s in zip(token.tolist(), slot.tolist()):\n"
+            "                y = y.index_add(\n"
+            "                    0, torch.tensor([t]), expert(x[t : t + 1]) * gates[t, s]\n"
+            "                )",
         ),
     },
     "lab05_decoding": {
@@ -229,6 +241,17 @@ PLANTED = {
 # dtypes or values it leaves open): lab -> name -> (text in the solution, replacement).
 # Each must get full marks from llmbook-grade and pass every grader.check.
 VARIANTS = {
+    "lab08_moe": {
+        "expert_choice_by_a_full_sort": (
+            "gates, token = torch.topk(probs.T, capacity, dim=-1)  # (n_experts, capacity)",
+            "gates, token = torch.sort(probs.T, dim=-1, descending=True)\n"
+            "    gates, token = gates[:, :capacity], token[:, :capacity]",
+        ),
+        "combine_in_place_with_index_add_": (
+            "y = y.index_add(0, token[e], out.to(y.dtype))",
+            "y.index_add_(0, token[e], out)",
+        ),
+    },
     "lab05_decoding": {
         "entropy_in_float64": (
             "x = logits.float() if half else logits",

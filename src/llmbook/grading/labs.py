@@ -126,7 +126,7 @@ FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
     },
     "lab08": {
         "q1": frozenset({"MixtralTopKRouter", "MixtralSparseMoeBlock"}),
-        "q2": frozenset({"load_balancing_loss_func"}),
+        "q2": frozenset({"MixtralSparseMoeBlock", "SwitchTransformersSparseMLP"}),
         "q3": frozenset(
             {
                 "MixtralSparseMoeBlock",
