@@ -223,15 +223,37 @@ PLANTED = {
         ),
     },
     "lab07_metrics": {
-        "bleu_without_clipping": (
+        "normalised_by_the_whole_sequence": (
             "q1",
-            "matched += min(count, max_ref[gram])",
-            "matched += count if gram in max_ref else 0",
+            "scores.append(total / len(choice) if normalise else total)",
+            "scores.append(total / len(ids[0]) if normalise else total)",
         ),
-        "brevity_penalty_on_shortest_reference": (
+        "raw_logits_instead_of_log_probabilities": (
+            "q1",
+            "log_probs = torch.log_softmax(logits.float(), dim=-1)[0]",
+            "log_probs = logits.float()[0]",
+        ),
+        "bootstrap_without_replacement": (
             "q2",
-            "return min(ref_lens, key=lambda r: (abs(r - hyp_len), r))",
-            "return min(ref_lens)",
+            "idx = torch.randint(n, (n_boot, n), generator=torch.Generator()"
+            ".manual_seed(seed))",
+            "idx = torch.argsort(torch.rand(n_boot, n, generator=torch.Generator()"
+            ".manual_seed(seed)), dim=1)",
+        ),
+        "contamination_counts_repeated_ngrams": (
+            "q3",
+            "shares.append(len(grams & seen) / len(grams) if grams else 0.0)",
+            "tokens = text.split()\n"
+            "        every = [tuple(tokens[i : i + n]) "
+            "for i in range(len(tokens) - n + 1)]\n"
+            "        shares.append(sum(g in seen for g in every) / len(every) "
+            "if every else 0.0)",
+        ),
+        "contamination_across_text_seams": (
+            "q3",
+            "    seen = set()\n    for text in train_texts:\n"
+            "        seen |= word_ngrams(text)",
+            '    seen = word_ngrams(" ".join(train_texts))',
         ),
     },
 }
@@ -241,6 +263,21 @@ PLANTED = {
 # dtypes or values it leaves open): lab -> name -> (text in the solution, replacement).
 # Each must get full marks from llmbook-grade and pass every grader.check.
 VARIANTS = {
+    "lab07_metrics": {
+        "quantiles_with_numpy": (
+            "low, high = torch.quantile(means, q).tolist()",
+            "import numpy as np\n\n"
+            "    low, high = (float(v) for v in np.quantile(means.numpy(), q.numpy()))",
+        ),
+        "choices_scored_in_float64": (
+            "return torch.stack(scores).float()",
+            "return torch.stack(scores).double().float()",
+        ),
+        "scores_as_a_float32_tensor_first": (
+            "x = torch.as_tensor(scores, dtype=torch.float64).flatten()",
+            "x = torch.as_tensor(scores).double().flatten()",
+        ),
+    },
     "lab08_moe": {
         "expert_choice_by_a_full_sort": (
             "gates, token = torch.topk(probs.T, capacity, dim=-1)  # (n_experts, capacity)",

@@ -80,10 +80,6 @@ TORCH_QUANT = frozenset(
     }
 )
 
-BLEU = frozenset(
-    {"corpus_bleu", "sentence_bleu", "BLEU", "corpus_score", "sentence_score"}
-)
-
 # lab06: LoRA by hand, not peft's (the package, its config and its layers)
 PEFT = frozenset(
     {"peft", "LoraConfig", "LoraModel", "get_peft_model", "PeftModel", "LoraLayer"}
@@ -138,9 +134,11 @@ FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
         ),
     },
     "lab07": {
-        "q1": BLEU,
-        "q2": BLEU,
-        "q3": BLEU,
+        "q1": frozenset({"CrossEntropyLoss", "cross_entropy", "nll_loss"}),
+        "q2": frozenset({"bootstrap", "bootstrap_ci"}),
+        "q3": frozenset(
+            {"CountVectorizer", "TfidfVectorizer", "HashingVectorizer", "ngrams"}
+        ),
         "q4": frozenset(
             {
                 "f1_score",
