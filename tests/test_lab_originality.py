@@ -60,16 +60,6 @@ KEPT_NAMES = frozenset(dir(builtins)) | {
     "torch", "nn", "F", "math", "np", "Counter", "defaultdict", "itertools",
 }  # fmt: skip
 
-# Labs 5-9 are reworked on another branch; their known overlaps fail here until then.
-# Removed when labsb merges.
-EXPECTED_FAILURES = {
-    "lab05_decoding",
-    "lab06_lora",
-    "lab07_metrics",
-    "lab08_moe",
-    "lab09_quantization",
-}
-
 
 def python_source(source: str) -> str:
     """Cell source with IPython magics and shell escapes commented out."""
@@ -249,10 +239,7 @@ def overlaps(master: Path) -> list[str]:
 
 def params():
     for master in MASTERS:
-        marks = []
-        if master.stem in EXPECTED_FAILURES:  # removed when labsb merges
-            marks.append(pytest.mark.xfail(reason="reworked on labsb", strict=False))
-        yield pytest.param(master, id=master.stem, marks=marks)
+        yield pytest.param(master, id=master.stem)
 
 
 @pytest.mark.parametrize("master", list(params()))

@@ -24,22 +24,10 @@ import build_labs  # noqa: E402
 
 LABS = sorted((ROOT / "labs").glob("lab*.ipynb"))
 
-# Labs 5-9 get their demo guards on another branch. Removed when labsb merges.
-EXPECTED_FAILURES = {
-    "lab05_decoding",
-    "lab06_lora",
-    "lab07_metrics",
-    "lab08_moe",
-    "lab09_quantization",
-}
-
 
 def params():
     for lab in LABS:
-        marks = []
-        if lab.stem in EXPECTED_FAILURES:  # removed when labsb merges
-            marks.append(pytest.mark.xfail(reason="guarded on labsb", strict=False))
-        yield pytest.param(lab, id=lab.stem, marks=marks)
+        yield pytest.param(lab, id=lab.stem)
 
 
 @pytest.mark.parametrize("lab", list(params()))

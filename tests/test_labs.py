@@ -121,6 +121,13 @@ PLANTED = {
             "q = torch.clamp(torch.round(w.float() / scales), -127, 127)",
             "q = torch.clamp(torch.round(w.float()) / scales, -127, 127)",
         ),
+        "size_from_state_dict_counts_tied_weights_twice": (
+            "q4",
+            "tensors = list(module.parameters()) + list(module.buffers())\n"
+            "    return sum(t.numel() * t.element_size() for t in tensors)",
+            "return sum(t.numel() * t.element_size() "
+            "for t in module.state_dict().values())",
+        ),
     },
     "lab01_tokens_ngrams": {
         "tie_break_to_largest_pair": (
@@ -251,22 +258,44 @@ PLANTED = {
         ),
     },
     "lab08_moe": {
-        "top_k_gates_not_renormalised": (
+        "expert_choice_softmax_over_tokens": (
             "q1",
-            "gates = top / top.sum(dim=-1, keepdim=True)",
-            "gates = top",
+            "probs = torch.softmax(logits.float(), dim=-1)  # (tokens, n_experts), per token",
+            "probs = torch.softmax(logits.float(), dim=0)  # (tokens, n_experts), per token",
         ),
-        "balance_loss_from_counts_only": (
+        "expert_choice_each_expert_once_per_slot": (
             "q2",
-            "return n_experts * (f * p).sum()",
-            "return n_experts * (f * f).sum()",
+            "out = expert(x[token[e]]) * gates[e, :, None]  # (capacity, d_model)\n"
+            "        y = y.index_add(0, token[e], out.to(y.dtype))",
+            "for c in range(token.shape[1]):\n"
+            "            t = int(token[e, c])\n"
+            "            y[t] = y[t] + gates[e, c] * expert(x[t : t + 1])[0]",
+        ),
+        "dispatch_calls_each_expert_once_per_token": (
+            "q3",
+            "out = expert(x[token]) * gates[token, slot, None]\n"
+            "            y = y.index_add(0, token, out)",
+            "for t, s in zip(token.tolist(), slot.tolist()):\n"
+            "                y = y.index_add(\n"
+            "                    0, torch.tensor([t]), expert(x[t : t + 1]) * gates[t, s]\n"
+            "                )",
         ),
     },
     "lab05_decoding": {
-        "top_p_drops_the_crossing_token": (
+        "entropy_nan_on_minus_inf": (
             "q1",
-            "drop = cumulative - probs >= p",
-            "drop = cumulative > p",
+            "entropy = -torch.where(p > 0, p * log_p, 0.0).sum(dim=-1, keepdim=True)",
+            "entropy = -(p * log_p).sum(dim=-1, keepdim=True)",
+        ),
+        "epsilon_zero_returns_the_input_itself": (
+            "q1",
+            "return logits.clone()",
+            "return logits",
+        ),
+        "half_precision_returned_as_float32": (
+            "q1",
+            'return logits.masked_fill(drop, float("-inf"))',
+            'return x.masked_fill(drop, float("-inf"))',
         ),
         "beam_scores_not_length_normalised": (
             "q2",
@@ -289,17 +318,135 @@ PLANTED = {
             "self.scaling = alpha / r",
             "self.scaling = r / alpha",
         ),
+        "lora_matrices_in_float32_whatever_the_base": (
+            "q1",
+            "self.lora_A = nn.Parameter(torch.empty(r, base.in_features).to(w))\n"
+            "        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r).to(w))",
+            "self.lora_A = nn.Parameter(torch.empty(r, base.in_features))\n"
+            "        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))",
+        ),
+        "merge_reuses_the_base_bias": (
+            "q2",
+            "merged.bias = nn.Parameter(base.bias.detach().clone())",
+            "merged.bias = base.bias",
+        ),
     },
     "lab07_metrics": {
-        "bleu_without_clipping": (
+        "normalised_by_the_whole_sequence": (
             "q1",
-            "matched += min(count, max_ref[gram])",
-            "matched += count if gram in max_ref else 0",
+            "scores.append(total / len(choice) if normalise else total)",
+            "scores.append(total / len(ids[0]) if normalise else total)",
         ),
-        "brevity_penalty_on_shortest_reference": (
+        "raw_logits_instead_of_log_probabilities": (
+            "q1",
+            "log_probs = torch.log_softmax(logits.float(), dim=-1)[0]",
+            "log_probs = logits.float()[0]",
+        ),
+        "bootstrap_without_replacement": (
             "q2",
-            "return min(ref_lens, key=lambda r: (abs(r - hyp_len), r))",
-            "return min(ref_lens)",
+            "idx = torch.randint(n, (n_boot, n), generator=torch.Generator()"
+            ".manual_seed(seed))",
+            "idx = torch.argsort(torch.rand(n_boot, n, generator=torch.Generator()"
+            ".manual_seed(seed)), dim=1)",
+        ),
+        "contamination_counts_repeated_ngrams": (
+            "q3",
+            "shares.append(len(grams & seen) / len(grams) if grams else 0.0)",
+            "tokens = text.split()\n"
+            "        every = [tuple(tokens[i : i + n]) "
+            "for i in range(len(tokens) - n + 1)]\n"
+            "        shares.append(sum(g in seen for g in every) / len(every) "
+            "if every else 0.0)",
+        ),
+        "contamination_across_text_seams": (
+            "q3",
+            "    seen = set()\n    for text in train_texts:\n"
+            "        seen |= word_ngrams(text)",
+            '    seen = word_ngrams(" ".join(train_texts))',
+        ),
+    },
+}
+
+
+# Answers that differ from the master's but that the handout allows (other shapes,
+# dtypes or values it leaves open): lab -> name -> (text in the solution, replacement).
+# Each must get full marks from llmbook-grade and pass every grader.check.
+VARIANTS = {
+    "lab07_metrics": {
+        "quantiles_with_numpy": (
+            "low, high = torch.quantile(means, q).tolist()",
+            "import numpy as np\n\n"
+            "    low, high = (float(v) for v in np.quantile(means.numpy(), q.numpy()))",
+        ),
+        "choices_scored_in_float64": (
+            "return torch.stack(scores).float()",
+            "return torch.stack(scores).double().float()",
+        ),
+        "scores_as_a_float32_tensor_first": (
+            "x = torch.as_tensor(scores, dtype=torch.float64).flatten()",
+            "x = torch.as_tensor(scores).double().flatten()",
+        ),
+    },
+    "lab08_moe": {
+        "expert_choice_by_a_full_sort": (
+            "gates, token = torch.topk(probs.T, capacity, dim=-1)  # (n_experts, capacity)",
+            "gates, token = torch.sort(probs.T, dim=-1, descending=True)\n"
+            "    gates, token = gates[:, :capacity], token[:, :capacity]",
+        ),
+        "combine_in_place_with_index_add_": (
+            "y = y.index_add(0, token[e], out.to(y.dtype))",
+            "y.index_add_(0, token[e], out)",
+        ),
+    },
+    "lab05_decoding": {
+        "entropy_in_float64": (
+            "x = logits.float() if half else logits",
+            "x = logits.double()",
+        ),
+        "entropy_from_torch_special_xlogy": (
+            "entropy = -torch.where(p > 0, p * log_p, 0.0).sum(dim=-1, keepdim=True)",
+            "entropy = -torch.special.xlogy(p, p).sum(dim=-1, keepdim=True)",
+        ),
+        "ties_broken_by_torch_sort": (
+            "cand_scores, cand = torch.topk(total, 2 * num_beams)",
+            "cand_scores, cand = torch.sort(total, descending=True, stable=True)\n"
+            "        cand_scores, cand = cand_scores[: 2 * num_beams], "
+            "cand[: 2 * num_beams]",
+        ),
+    },
+    "lab06_lora": {
+        "update_through_the_product_matrix": (
+            "low = x @ self.lora_A.T  # (..., r)\n"
+            "        return self.base(x) + self.scaling * (low @ self.lora_B.T)",
+            "delta = self.lora_B @ self.lora_A  # (d_out, d_in)\n"
+            "        return self.base(x) + self.scaling * (x @ delta.T)",
+        ),
+        "merge_by_copying_into_a_fresh_layer": (
+            "merged.weight = nn.Parameter((w + delta).detach().clone())\n"
+            "    if base.bias is not None:\n"
+            "        merged.bias = nn.Parameter(base.bias.detach().clone())",
+            "with torch.no_grad():\n"
+            "        merged.weight.copy_(w + delta)\n"
+            "        if base.bias is not None:\n"
+            "            merged.bias.copy_(base.bias)",
+        ),
+    },
+    "lab09_quantization": {
+        "scale_of_shape_1": (
+            "scale = x.abs().max().float() / 127",
+            "scale = x.abs().max().float().reshape(1) / 127",
+        ),
+        "scale_of_shape_1_for_zeros_too": (
+            "scale = torch.ones((), dtype=torch.float32)  # an all-zero tensor",
+            "scale = torch.ones(1, dtype=torch.float32)  # an all-zero tensor",
+        ),
+        "tiny_positive_scale_for_zeros": (
+            "scale = torch.ones((), dtype=torch.float32)  # an all-zero tensor",
+            "scale = torch.tensor(1e-8)  # an all-zero tensor",
+        ),
+        "tiny_positive_scale_for_zero_rows": (
+            "scales = torch.where(scales == 0, torch.ones_like(scales), scales)",
+            "scales = torch.where(scales == 0, torch.full_like(scales, 1e-8), scales)",
         ),
     },
 }
@@ -407,6 +554,8 @@ def graded(lab, tmp_path_factory) -> tuple[dict[str, dict], Path]:
     nbformat.write(lab.student, subs / "untouched.ipynb")
     for name, (_, old, new) in PLANTED.get(lab.name, {}).items():
         nbformat.write(answered(lab, (old, new)), subs / f"planted_{name}.ipynb")
+    for name, (old, new) in VARIANTS.get(lab.name, {}).items():
+        nbformat.write(answered(lab, (old, new)), subs / f"variant_{name}.ipynb")
     (subs / "corrupt.ipynb").write_text('{"cells": [', encoding="utf-8")
     out = subs.parent / f"{lab.name}-grades.csv"
     options = GradeOptions(timeout=240, workers=2, unsafe=UNSAFE)
@@ -564,6 +713,16 @@ def test_planted_mistake_gets_partial_credit(lab, graded, mistake):
     assert row[question] < lab.questions[question], f"{question} should lose points"
 
 
+@pytest.mark.parametrize("variant", [v for p in VARIANTS.values() for v in p])
+def test_handout_variant_gets_full_marks(lab, graded, variant):
+    """What the handout allows, llmbook-grade accepts (grader.check: see below)."""
+    if variant not in VARIANTS.get(lab.name, {}):
+        pytest.skip(f"{variant} is a variant of another lab")
+    row = graded[0][f"variant_{variant}"]
+    assert row["status"] == "ok", row["error"]
+    assert row["total"] == row["possible"] == sum(lab.questions.values()), row
+
+
 def test_corrupt_notebook_is_an_error_row_and_the_others_survive(graded):
     rows, csv_path = graded
     assert rows["corrupt"]["status"] == "error"
@@ -663,7 +822,20 @@ print("all public tests passed")"""
 
 
 def test_student_notebook_alone_checks_answers_as_on_colab(lab, tmp_path):
+    """The solution, then each handout variant in turn, passes every grader.check."""
     nb = answered(lab)
+    answers = [
+        c for c in nb.cells if build_labs.ANSWER_TAG in c.metadata.get("tags", [])
+    ]
+    checks_after_variants = []
+    for name, (old, new) in VARIANTS.get(lab.name, {}).items():
+        [cell] = [c for c in answers if old in c.source]
+        variant = nbformat.v4.new_code_cell(cell.source.replace(old, new))
+        check = nbformat.v4.new_code_cell(
+            f"# variant {name}\n" + CHECK_ALL.format(questions=list(lab.questions))
+        )
+        checks_after_variants.append(check)
+        nb.cells += [variant, check, nbformat.v4.new_code_cell(cell.source)]
     setup = next(c for c in nb.cells if "setup" in c.metadata.get("tags", []))
     nb.cells.insert(nb.cells.index(setup) + 1, nbformat.v4.new_code_cell(PRETEND_COLAB))
     nb.cells.append(
@@ -685,5 +857,6 @@ def test_student_notebook_alone_checks_answers_as_on_colab(lab, tmp_path):
             for o in cell.outputs
         )
         assert "passed" in shown and "failed" not in shown, (cell.source, shown)
-    assert nb.cells[-1].outputs[0]["text"] == "all public tests passed\n"
+    for cell in [nb.cells[-1], *checks_after_variants]:
+        assert cell.outputs[0]["text"] == "all public tests passed\n", cell.source
     assert sorted(p.name for p in empty.iterdir()) == [".OTTER_LOG"]

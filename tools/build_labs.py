@@ -236,6 +236,16 @@ def normalise_metadata(nb: nbformat.NotebookNode) -> None:
         cell.metadata.pop("execution", None)
 
 
+def strip_nbval_markers(nb: nbformat.NotebookNode) -> None:
+    """Drop the master's nbval comment lines (`# NBVAL_CHECK_OUTPUT`, ...): they tell
+    the master's test run what to compare and mean nothing to a student."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "# NBVAL_" in cell.source:
+            lines = cell.source.splitlines()
+            kept = [line for line in lines if not line.strip().startswith("# NBVAL_")]
+            cell.source = "\n".join(kept)
+
+
 def student_notebook(assign_dir: Path, master: Path) -> nbformat.NotebookNode:
     """otter's student notebook, made self-contained and deterministic."""
     student = assign_dir / "student"
@@ -266,6 +276,7 @@ def student_notebook(assign_dir: Path, master: Path) -> nbformat.NotebookNode:
     for cell in nb.cells:
         if cell.cell_type == "code" and DEMO_TAG in cell.metadata.get("tags", []):
             cell.source = guard_demo(cell.source)
+    strip_nbval_markers(nb)
     normalise_metadata(nb)
     content_ids(nb)
     nbformat.validate(nb)

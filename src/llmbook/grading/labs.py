@@ -69,10 +69,6 @@ TORCH_QUANT = frozenset(
     }
 )
 
-BLEU = frozenset(
-    {"corpus_bleu", "sentence_bleu", "BLEU", "corpus_score", "sentence_score"}
-)
-
 # lab06: LoRA by hand, not peft's (the package, its config and its layers)
 PEFT = frozenset(
     {"peft", "LoraConfig", "LoraModel", "get_peft_model", "PeftModel", "LoraLayer"}
@@ -110,7 +106,7 @@ FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
         "q3": frozenset({"clip_grad_norm_", "clip_grad_value_"}),
     },
     "lab05": {
-        "q1": frozenset({"TopPLogitsWarper", "LogitsProcessorList"}),
+        "q1": frozenset({"EtaLogitsWarper", "LogitsProcessorList"}),
         "q2": frozenset({"generate", "beam_search", "_beam_search", "GenerationMixin"}),
     },
     "lab06": {
@@ -120,7 +116,7 @@ FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
     },
     "lab08": {
         "q1": frozenset({"MixtralTopKRouter", "MixtralSparseMoeBlock"}),
-        "q2": frozenset({"load_balancing_loss_func"}),
+        "q2": frozenset({"MixtralSparseMoeBlock", "SwitchTransformersSparseMLP"}),
         "q3": frozenset(
             {
                 "MixtralSparseMoeBlock",
@@ -132,9 +128,11 @@ FORBIDDEN: dict[str, dict[str, frozenset[str]]] = {
         ),
     },
     "lab07": {
-        "q1": BLEU,
-        "q2": BLEU,
-        "q3": BLEU,
+        "q1": frozenset({"CrossEntropyLoss", "cross_entropy", "nll_loss"}),
+        "q2": frozenset({"bootstrap", "bootstrap_ci"}),
+        "q3": frozenset(
+            {"CountVectorizer", "TfidfVectorizer", "HashingVectorizer", "ngrams"}
+        ),
         "q4": frozenset(
             {
                 "f1_score",
