@@ -327,11 +327,15 @@ class CharVocab:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Characters up to the first ``<eos>``; ``<bos>``/``<pad>`` skipped."""
+        return "".join(self.itos[i] for i in self.content_ids(ids))
+
+    def content_ids(self, ids: Iterable[int]) -> list[int]:
+        """The ids up to the first ``<eos>``, without ``<bos>`` and ``<pad>``."""
         out = []
         for i in ids:
             i = int(i)
             if i == self.eos_id:
                 break
             if i not in (self.pad_id, self.bos_id):
-                out.append(self.itos[i])
-        return "".join(out)
+                out.append(i)
+        return out

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import Tensor, nn
 
+from llmbook.data.parallel import CharVocab
 from llmbook.decoding.beam import beam_search
 from llmbook.model.attention import padding_mask
 from llmbook.model.encoder_decoder import EncoderDecoder
@@ -133,15 +134,10 @@ class ZhBPE:
         ids = self.tok.encode(text).ids
         return [self.bos_id] * bos + ids + [self.eos_id] * eos
 
+    content_ids = CharVocab.content_ids  # ids up to <eos>, without <bos>/<pad>
+
     def decode(self, ids: Iterable[int]) -> str:
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == self.eos_id:
-                break
-            if i not in (self.pad_id, self.bos_id):
-                out.append(i)
-        return self.tok.decode(out)
+        return self.tok.decode(self.content_ids(ids))
 
 
 # --- model and loss ----------------------------------------------------------------
