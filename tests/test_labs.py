@@ -372,6 +372,286 @@ PLANTED = {
 # dtypes or values it leaves open): lab -> name -> (text in the solution, replacement).
 # Each must get full marks from llmbook-grade and pass every grader.check.
 VARIANTS = {
+    "lab10_translation": {
+        "additive_mask_and_softmax_in_float64": (
+            '    scores = scores.masked_fill(~keep[:, None, None, :], float("-inf"))\n'
+            "    mixed = scores.softmax(dim=-1) @ v  # (batch, h, tgt, d_head)\n",
+            "    bias = torch.zeros(keep.shape, dtype=torch.float64, device=x.device)\n"
+            '    bias = bias.masked_fill(~keep, float("-inf"))[:, None, None, :]  # M\n'
+            "    weights = (scores.double() + bias).softmax(dim=-1).to(v.dtype)\n"
+            "    mixed = weights @ v  # (batch, h, tgt, d_head)\n",
+        ),
+        "output_preallocated_with_pads": (
+            "    out = torch.full((batch, 1), start_id, dtype=torch.long, device=src.device)\n"
+            "    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)\n"
+            "    for _ in range(max_new_tokens):\n"
+            "        nxt = decode(out, memory, src_mask)[:, -1].argmax(dim=-1)  # (batch,)\n"
+            "        nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)\n"
+            "        out = torch.cat([out, nxt[:, None]], dim=1)\n"
+            "        finished = finished | (nxt == eos_id)\n"
+            "        if bool(finished.all()):\n"
+            "            break\n"
+            "    return out",
+            "    shape = (batch, 1 + max_new_tokens)\n"
+            "    out = torch.full(shape, pad_id, dtype=torch.long, device=src.device)\n"
+            "    out[:, 0] = start_id\n"
+            "    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)\n"
+            "    length = 1\n"
+            "    while length <= max_new_tokens and not finished.all():\n"
+            "        logits = decode(out[:, :length], memory, src_mask)\n"
+            "        out[:, length] = logits[:, -1].argmax(dim=-1).masked_fill(finished, pad_id)\n"
+            "        finished |= out[:, length] == eos_id\n"
+            "        length += 1\n"
+            "    return out[:, :length]",
+        ),
+        "scores_in_float64_pads_zeroed_by_where": (
+            "    logp = logits.log_softmax(dim=-1)\n"
+            "    target = tgt[:, 1:]\n"
+            "    picked = logp.gather(-1, target[..., None]).squeeze(-1)  # (batch, T)\n"
+            "    real = target != pad_id\n"
+            "    return (picked * real).sum(dim=1)",
+            "    logp = logits.double().log_softmax(dim=-1)\n"
+            "    target = tgt[:, 1:]\n"
+            "    picked = logp.gather(-1, target.unsqueeze(-1))[..., 0]  # (batch, T)\n"
+            "    picked = torch.where(target != pad_id, picked, 0.0)\n"
+            "    return picked.sum(dim=1).to(logits.dtype)",
+        ),
+    },
+    "lab11_retrieval": {
+        "redundancy_recomputed_from_the_picked_list": (
+            "        score = lam * relevance - (1 - lam) * redundancy if step else relevance.clone()\n",
+            "        redundancy = (\n"
+            "            between[:, picked].amax(dim=1) if picked else torch.zeros_like(relevance)\n"
+            "        )  # max over an empty set: 0\n"
+            "        score = lam * relevance - (1 - lam) * redundancy\n",
+        ),
+        "ranks_by_pairwise_comparison": (
+            "    n = s.shape[1]\n"
+            "    # rank of a doc = number of docs scoring >= it: count from the sorted scores\n"
+            '    rank = n - torch.searchsorted(s.sort(dim=1).values, s, side="left")\n'
+            "    only_relevant = torch.where(rel, s, torch.full_like(s, -math.inf))\n"
+            '    hits = n - torch.searchsorted(only_relevant.sort(dim=1).values, s, side="left")\n',
+            "    rank, hits = torch.zeros_like(s), torch.zeros_like(s)\n"
+            "    for q, (row, r) in enumerate(zip(s, rel)):\n"
+            "        at_least = row[None, :] >= row[:, None]  # [i, j]: doc j scores >= doc i\n"
+            "        rank[q] = at_least.sum(dim=1)\n"
+            "        hits[q] = (at_least & r[None, :]).sum(dim=1)\n",
+        ),
+        "ndcg_by_stable_sort_and_topk": (
+            "    order = scores.argsort(dim=1, descending=True)[:, :top]\n"
+            "    dcg = (g.gather(1, order) * discount).sum(dim=1)\n"
+            "    ideal = (g.sort(dim=1, descending=True).values[:, :top] * discount).sum(dim=1)\n"
+            "    return torch.where(ideal > 0, dcg / ideal.clamp_min(1e-300), torch.zeros_like(dcg))",
+            "    order = scores.sort(dim=1, descending=True, stable=True).indices[:, :top]\n"
+            "    dcg = (g.gather(1, order) * discount).sum(dim=1)\n"
+            "    ideal = (g.topk(top, dim=1).values * discount).sum(dim=1)\n"
+            "    return (dcg / ideal).nan_to_num(nan=0.0)  # 0 / 0 for all-zero gains",
+        ),
+    },
+    "lab12_responsible": {
+        "p_values_as_counts_over_math_comb": (
+            "    p_greater = float(np.mean(t >= observed - tol))\n"
+            "    p_less = float(np.mean(t <= observed + tol))\n",
+            "    p_greater = int(np.count_nonzero(t >= observed - tol)) / n_splits\n"
+            "    p_less = int(np.count_nonzero(t <= observed + tol)) / n_splits\n",
+        ),
+        "auc_from_all_pairs": (
+            "    ordered = np.sort(n)\n"
+            '    above = len(n) - np.searchsorted(ordered, m, side="right")  # non-members with more loss\n'
+            '    tied = np.searchsorted(ordered, m, side="right") - np.searchsorted(ordered, m, side="left")\n'
+            "    return float((above.sum() + 0.5 * tied.sum()) / (len(m) * len(n)))",
+            "    lower = np.count_nonzero(m[:, None] < n[None, :])\n"
+            "    tied = np.count_nonzero(m[:, None] == n[None, :])\n"
+            "    return float(lower + 0.5 * tied) / (m.size * n.size)",
+        ),
+        "thresholds_at_member_losses_only": (
+            "    thresholds = np.concatenate([m, n])  # TPR and FPR only change at a loss\n"
+            '    fpr = np.searchsorted(n, thresholds, side="right") / len(n)\n'
+            '    tpr = np.searchsorted(m, thresholds, side="right") / len(m)\n'
+            "    allowed = tpr[fpr <= max_fpr]\n"
+            "    return float(allowed.max()) if len(allowed) else 0.0",
+            "    best = 0.0  # the threshold below every loss\n"
+            "    for i, tau in enumerate(m):  # TPR only rises at a member's loss\n"
+            '        if np.searchsorted(n, tau, side="right") / len(n) <= max_fpr:\n'
+            "            best = max(best, (i + 1) / len(m))\n"
+            "    return best",
+        ),
+    },
+    "lab01_tokens_ngrams": {
+        "best_pair_by_a_full_sort": (
+            "return min(pair_counts, key=lambda pair: (-pair_counts[pair], pair))",
+            "ranked = sorted(pair_counts.items(), key=lambda kv: (-kv[1], kv[0]))\n"
+            "    return ranked[0][0]",
+        ),
+        "zero_counts_dropped_by_counter_arithmetic": (
+            "    for gone in [p for p, count in pair_counts.items() if count <= 0]:\n"
+            "        del pair_counts[gone]\n",
+            "    pair_counts -= Counter()  # in place: keeps only positive counts\n",
+        ),
+        "encode_with_merge_word_directly": (
+            "    word_freqs = Counter({tuple(word): 1})\n"
+            "    pair_counts = full_pair_count(word_freqs)\n"
+            "    for pair in merges:\n"
+            "        if pair in pair_counts:\n"
+            "            word_freqs = merge_and_update(word_freqs, pair_counts, pair)\n"
+            "    [symbols] = word_freqs\n"
+            "    return list(symbols)",
+            "    symbols = tuple(word)\n"
+            "    for pair in merges:\n"
+            "        symbols = merge_word(symbols, pair)\n"
+            "    return list(symbols)",
+        ),
+        "wordpiece_with_a_for_else": (
+            "        end, piece = len(word), None\n"
+            "        while end > start:\n"
+            '            candidate = word[start:end] if start == 0 else "##" + word[start:end]\n'
+            "            if candidate in vocab:\n"
+            "                piece = candidate\n"
+            "                break\n"
+            "            end -= 1\n"
+            "        if piece is None:\n",
+            "        piece = None\n"
+            "        for end in range(len(word), start, -1):\n"
+            '            candidate = ("##" if start else "") + word[start:end]\n'
+            "            if candidate in vocab:\n"
+            "                piece = candidate\n"
+            "                break\n"
+            "        if piece is None:\n",
+        ),
+        "witten_bell_by_a_loop_from_the_empty_context": (
+            "    context = tuple(context)\n"
+            "    followers = counts.get(context, Counter())\n"
+            "    seen, types = sum(followers.values()), len(followers)\n"
+            "    lower = 1 / vocab_size  # below the empty context: uniform\n"
+            "    if context:\n"
+            "        lower = witten_bell_prob(word, context[1:], counts, vocab_size)\n"
+            "    if seen == 0:\n"
+            "        return lower  # an unseen context: back off completely\n"
+            "    return (followers[word] + types * lower) / (seen + types)",
+            "    context = list(context)\n"
+            "    prob = 1.0 / vocab_size\n"
+            "    for start in range(len(context), -1, -1):  # (), then longer contexts\n"
+            "        followers = counts.get(tuple(context[start:]), {})\n"
+            "        seen, types = sum(followers.values()), len(followers)\n"
+            "        if seen:\n"
+            "            prob = (followers.get(word, 0) + types * prob) / (seen + types)\n"
+            "    return prob",
+        ),
+    },
+    "lab02_attention": {
+        "scores_with_the_queries_scaled_first": (
+            "return q @ k.transpose(-2, -1) / math.sqrt(d_k)",
+            "return torch.matmul(q * d_k**-0.5, k.transpose(-2, -1))",
+        ),
+        "mask_applied_with_masked_fill": (
+            'scores = torch.where(mask, scores, float("-inf"))',
+            'scores = scores.masked_fill(~mask, float("-inf"))',
+        ),
+        "sliding_window_from_tril": (
+            "    query_pos = torch.arange(n_k - n_q, n_k, device=device)[:, None]  # (n_q, 1)\n"
+            "    key_pos = torch.arange(n_k, device=device)[None, :]  # (1, n_k)\n"
+            "    mask = key_pos <= query_pos  # causal\n"
+            "    if window is not None:\n"
+            "        mask = mask & (key_pos > query_pos - window)\n",
+            "    ones = torch.ones(n_q, n_k, dtype=torch.bool, device=device)\n"
+            "    mask = ones.tril(n_k - n_q)  # key j <= query position\n"
+            "    if window is not None:\n"
+            "        mask &= ~ones.tril(n_k - n_q - window)\n",
+        ),
+        "padding_mask_from_three_d_lengths": (
+            "return (positions < lengths[:, None])[:, None, :]  # (batch, 1, n)",
+            "return lengths[:, None, None] > positions  # (batch, 1, n)",
+        ),
+        "weighted_values_by_einsum": (
+            "return weights @ v, weights",
+            'return torch.einsum("...qk,...kd->...qd", weights, v), weights',
+        ),
+        "heads_split_with_unflatten": (
+            "        q = self.q_proj(x).view(heads).transpose(1, 2)  # (batch, n_heads, seq, d_head)\n"
+            "        k = self.k_proj(x).view(heads).transpose(1, 2)\n"
+            "        v = self.v_proj(x).view(heads).transpose(1, 2)\n",
+            "        split = (-1, (self.n_heads, self.d_head))\n"
+            "        q, k, v = (\n"
+            "            proj(x).unflatten(*split).transpose(1, 2)\n"
+            "            for proj in (self.q_proj, self.k_proj, self.v_proj)\n"
+            "        )\n",
+        ),
+    },
+    "lab03_transformer_block": {
+        "rms_by_sqrt_and_division": (
+            "        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)\n"
+            "        return self.weight * (x32 * inv_rms).to(x.dtype)  # (..., d_model)",
+            "        rms = torch.sqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)\n"
+            "        return self.weight * (x32 / rms).to(x.dtype)",
+        ),
+        "silu_written_out": (
+            "hidden = F.silu(self.gate_proj(x)) * self.up_proj(x)  # (..., d_ff)",
+            "gate = self.gate_proj(x)\n"
+            "        hidden = gate * torch.sigmoid(gate) * self.up_proj(x)",
+        ),
+        "truncated_normal_drawn_in_float64": (
+            "    with torch.no_grad():\n"
+            "        weight.uniform_(2 * low - 1, 2 * high - 1)  # 2u - 1\n"
+            "        weight.erfinv_().mul_(math.sqrt(2) * sigma)\n"
+            "        weight.clamp_(-2 * sigma, 2 * sigma)  # rounding at the very edge\n",
+            "    u = torch.empty(weight.shape, dtype=torch.float64).uniform_(low, high)\n"
+            "    z = math.sqrt(2) * torch.erfinv(2 * u - 1)\n"
+            "    with torch.no_grad():\n"
+            "        weight.copy_((sigma * z).clamp(-2 * sigma, 2 * sigma))\n",
+        ),
+        "causal_mask_by_comparing_positions": (
+            "causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()",
+            "pos = torch.arange(n, device=x.device)\n"
+            "        causal = pos[None, :] <= pos[:, None]",
+        ),
+        "count_by_listing_the_matrices": (
+            "    attention = 2 * d_model * d_model + 2 * d_model * d_kv  # W_Q, W_O; W_K, W_V\n"
+            "    per_layer = attention + 3 * d_model * d_ff + 2 * d_model  # + SwiGLU + 2 norms\n",
+            "    shapes = [(d_model, d_model)] * 2 + [(d_kv, d_model)] * 2  # Q, O; K, V\n"
+            "    shapes += [(d_ff, d_model)] * 3 + [(d_model, 1)] * 2  # SwiGLU; 2 norms\n"
+            "    per_layer = sum(math.prod(shape) for shape in shapes)\n",
+        ),
+    },
+    "lab04_training": {
+        "moments_stored_back_in_the_lists": (
+            "        for p, m, v, v_max in zip(self.params, self.m, self.v, self.v_max, strict=True):\n"
+            "            if p.grad is None:\n"
+            "                continue\n"
+            "            g = p.grad\n"
+            "            m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)\n"
+            "            v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)\n"
+            "            torch.maximum(v_max, v, out=v_max)  # over the raw v, before correction\n"
+            "            denominator = (v_max / bias2).sqrt() + self.eps\n"
+            "            p -= self.lr * (m / bias1) / denominator",
+            "        for i, p in enumerate(self.params):\n"
+            "            if p.grad is None:\n"
+            "                continue\n"
+            "            g = p.grad\n"
+            "            self.m[i] = self.beta1 * self.m[i] + (1 - self.beta1) * g\n"
+            "            self.v[i] = self.beta2 * self.v[i] + (1 - self.beta2) * g * g\n"
+            "            self.v_max[i] = torch.maximum(self.v_max[i], self.v[i])\n"
+            "            m_hat = self.m[i] / bias1\n"
+            "            p.sub_(self.lr * m_hat / (torch.sqrt(self.v_max[i] / bias2) + self.eps))",
+        ),
+        "global_norm_from_the_per_tensor_norms": (
+            "total_norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)).item()",
+            "norms = torch.stack([torch.linalg.vector_norm(g.detach()) for g in grads])\n"
+            "    total_norm = float(torch.linalg.vector_norm(norms))",
+        ),
+        "summed_loss_from_per_token_losses": (
+            'nll = F.cross_entropy(*flat, ignore_index=IGNORE, reduction="sum")',
+            'nll = F.cross_entropy(*flat, ignore_index=IGNORE, reduction="none").sum()',
+        ),
+        "batches_by_torch_split_summed_in_float64": (
+            "    total_nll, n_tokens = 0.0, 0\n"
+            "    with torch.no_grad():\n"
+            "        for start in range(0, len(blocks), batch_size):\n"
+            "            batch = blocks[start : start + batch_size]\n",
+            "    total_nll, n_tokens = torch.zeros((), dtype=torch.float64), 0\n"
+            "    with torch.no_grad():\n"
+            "        for batch in torch.split(blocks, batch_size):\n",
+        ),
+    },
     "lab07_metrics": {
         "quantiles_with_numpy": (
             "low, high = torch.quantile(means, q).tolist()",
