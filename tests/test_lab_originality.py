@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 import re
 from functools import cache
 from pathlib import Path
@@ -114,40 +115,41 @@ def normalised_lines(statements: list[ast.stmt]) -> list[str]:
 
 
 @cache
-def chapter_cells() -> list[tuple[str, int, frozenset[str]]]:
-    """(chapter, cell index, normalised lines) of every chapter code cell."""
-    cells = []
+def chapter_trees() -> list[tuple[str, int, ast.Module]]:
+    """(chapter, cell index, parsed source) of every chapter code cell that parses."""
+    trees = []
     for path in CHAPTERS:
         nb = nbformat.read(path, as_version=4)
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
             try:
-                tree = ast.parse(python_source(cell.source))
+                trees.append((path.name, index, ast.parse(python_source(cell.source))))
             except SyntaxError:
                 continue
-            cells.append((path.name, index, frozenset(normalised_lines(tree.body))))
-    return cells
+    return trees
+
+
+@cache
+def chapter_cells() -> list[tuple[str, int, frozenset[str]]]:
+    """(chapter, cell index, normalised lines) of every chapter code cell
+    (normalising rewrites the tree, so it works on a copy)."""
+    return [
+        (chapter, index, frozenset(normalised_lines(copy.deepcopy(tree.body))))
+        for chapter, index, tree in chapter_trees()
+    ]
 
 
 @cache
 def chapter_names() -> dict[str, str]:
     """Name of every def/class in the chapters -> the first chapter defining it."""
     names: dict[str, str] = {}
-    for path in CHAPTERS:
-        nb = nbformat.read(path, as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type != "code":
-                continue
-            try:
-                tree = ast.parse(python_source(cell.source))
-            except SyntaxError:
-                continue
-            for node in ast.walk(tree):
-                if isinstance(
-                    node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
-                ) and not (node.name.startswith("__") and node.name.endswith("__")):
-                    names.setdefault(node.name, path.name)
+    for chapter, _index, tree in chapter_trees():
+        for node in ast.walk(tree):
+            if isinstance(
+                node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+            ) and not (node.name.startswith("__") and node.name.endswith("__")):
+                names.setdefault(node.name, chapter)
     return names
 
 
