@@ -1138,5 +1138,7 @@ def test_student_notebook_alone_checks_answers_as_on_colab(lab, tmp_path):
         )
         assert "passed" in shown and "failed" not in shown, (cell.source, shown)
     for cell in [nb.cells[-1], *checks_after_variants]:
-        assert cell.outputs[0]["text"] == "all public tests passed\n", cell.source
+        # a kernel under load may flush one print as two stream messages
+        printed = "".join(o.get("text", "") for o in cell.outputs)
+        assert printed == "all public tests passed\n", cell.source
     assert sorted(p.name for p in empty.iterdir()) == [".OTTER_LOG"]
