@@ -38,6 +38,7 @@ gpu-check: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check src tests tools
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python tools/notebook_setup.py check
 
 # A headless Chromium for the browser tests: found, or installed with apt when root.

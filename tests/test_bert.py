@@ -24,14 +24,10 @@ import pytest
 import torch
 
 from llmbook.data import course_tokenizer
-from llmbook.model.bert import (
-    EncoderConfig,
-    MaskedLM,
-    count_mlm_parameters,
-    mlm_loss,
-)
-from llmbook.model.hf import MASK_TOKEN, save_hf, to_hf_bert
-from llmbook.train.objectives import IGNORE_INDEX, mask_tokens
+from llmbook.data.tokenization import MASK_TOKEN
+from llmbook.model.bert import EncoderConfig, MaskedLM, count_mlm_parameters
+from llmbook.model.hf import save_hf, to_hf_bert
+from llmbook.train.objectives import IGNORE_INDEX, mask_tokens, mlm_loss
 
 ATOL = 1e-5
 SIZES = {"vocab_size": 101, "context_length": 23, "d_model": 32, "n_heads": 4,

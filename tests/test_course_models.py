@@ -22,9 +22,9 @@ import torch
 from tokenizers import Tokenizer
 
 from llmbook.data import course_data, course_tokenizer
+from llmbook.data.tokenization import MASK_TOKEN
 from llmbook.model import GPT, MaskedLM, from_pretrained, to_hf_bert
 from llmbook.model.bert import EncoderConfig
-from llmbook.model.hf import MASK_TOKEN
 from llmbook.model.pretrained import (
     load_tokenizer,
     pretrained_metadata,

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 
 from llmbook.data import course_splits, course_tokenizer
 from llmbook.decoding import generate
-from llmbook.model.gpt import GPT, GPTConfig
-from llmbook.model.hf import export_hf, load_hf_gpt2_weights, save_hf, to_hf_gpt2
-from llmbook.model.pretrained import load_tokenizer, save_pretrained
+from llmbook.model.gpt import GPT, GPTConfig, load_hf_gpt2_weights
+from llmbook.model.hf import save_hf, to_hf_gpt2
+from llmbook.model.pretrained import export_hf, load_tokenizer, save_pretrained
 
 ATOL = 1e-5
 VOCAB_SIZE = 2048

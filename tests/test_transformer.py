@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from llmbook.decoding import generate
 from llmbook.model import (
     GPT,
     DecoderBlock,
@@ -189,16 +190,18 @@ def test_clear_errors():
 def test_generate(gen):
     model = GPT(GPTConfig(context_length=8))
     idx = torch.randint(0, 100, (2, 5), generator=gen)
-    out = model.generate(idx, 10, top_k=5, generator=torch.Generator().manual_seed(0))
+    out = generate(model, idx, 10, top_k=5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 15) and torch.equal(out[:, :5], idx)
-    greedy = model.generate(idx, 3, temperature=0)
+    greedy = generate(model, idx, 3, temperature=0)
     with torch.no_grad():
         first = model(idx)[:, -1].argmax(-1)
     assert torch.equal(greedy[:, 5], first)
-    again = model.generate(idx, 10, top_k=5, generator=torch.Generator().manual_seed(0))
+    again = generate(
+        model, idx, 10, top_k=5, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(out, again)
-    top1 = model.generate(idx, 4, top_k=1)  # top-1 sampling is greedy
-    assert torch.equal(top1, model.generate(idx, 4, temperature=0))
+    top1 = generate(model, idx, 4, top_k=1)  # top-1 sampling is greedy
+    assert torch.equal(top1, generate(model, idx, 4, temperature=0))
 
 
 def test_encoder_decoder_shapes_and_causality(gen):

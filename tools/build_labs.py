@@ -310,7 +310,7 @@ def build_lab(master: Path, work: Path, grading: bool = True) -> LabBuild:
         add_gradescope_files(build.autograder_zip)
         if build.rubric:
             add_files(build.autograder_zip, {"rubric.md": build.rubric})
-        from llmbook.grading.bundle import add_reference
+        from llmbook.grading.reference import add_reference
 
         add_reference(build.autograder_zip, master)
     return build

@@ -13,10 +13,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from llmbook.data.splits import course_splits
 
-__all__ = ["EOS_TOKEN", "train_hf_bpe", "course_tokenizer", "encode_docs"]
+__all__ = ["EOS_TOKEN", "MASK_TOKEN", "train_hf_bpe", "course_tokenizer", "encode_docs"]
 
 #: The end-of-text token that separates documents (GPT-2's spelling).
 EOS_TOKEN = "<|endoftext|>"
+#: The masked LM's mask token, added to the course tokenizer (id = its old size).
+MASK_TOKEN = "<|mask|>"
 
 
 def train_hf_bpe(

@@ -28,17 +28,17 @@ from llmbook.model.attention import (
     scaled_dot_product_attention,
     scaled_dot_product_scores,
 )
-from llmbook.model.bert import EncoderConfig, MaskedLM, mlm_loss
+from llmbook.model.bert import EncoderConfig, MaskedLM
 from llmbook.model.blocks import DecoderBlock, EncoderBlock, GPTBlock
 from llmbook.model.encoder_decoder import EncoderDecoder
-from llmbook.model.gpt import GPT, GPTConfig, count_parameters, model_flops_per_token
-from llmbook.model.hf import (
-    export_hf,
+from llmbook.model.gpt import (
+    GPT,
+    GPTConfig,
+    count_parameters,
     load_hf_gpt2_weights,
-    save_hf,
-    to_hf_bert,
-    to_hf_gpt2,
+    model_flops_per_token,
 )
+from llmbook.model.hf import save_hf, to_hf_bert, to_hf_gpt2
 from llmbook.model.init import he_normal_, init_gpt2_, xavier_uniform_
 from llmbook.model.layers import (
     FeedForward,
@@ -48,6 +48,7 @@ from llmbook.model.layers import (
 )
 from llmbook.model.moe import MoEConfig, MoEFeedForward, moe_gpt
 from llmbook.model.pretrained import (
+    export_hf,
     from_pretrained,
     load_tokenizer,
     pretrained_metadata,
@@ -78,7 +79,6 @@ __all__ = [
     "to_hf_gpt2",
     "EncoderConfig",
     "MaskedLM",
-    "mlm_loss",
     "he_normal_",
     "init_gpt2_",
     "xavier_uniform_",

@@ -1,9 +1,10 @@
 """A BERT-style masked-language-model encoder (Chapters 5-7).
 
 ``EncoderConfig`` (validated sizes), ``MaskedLM`` (BERT's architecture),
-``init_bert_`` (BERT's initialisation), ``count_mlm_parameters`` (closed form) and
-``mlm_loss`` (BERT's 15 % masking with 80/10/10, then cross-entropy on the chosen
-positions).
+``init_bert_`` (BERT's initialisation) and ``count_mlm_parameters`` (closed form).
+Its training loss, BERT's 15 % masking with 80/10/10 and cross-entropy on the chosen
+positions, is :func:`llmbook.train.objectives.mlm_loss` (the model does not import
+the training code).
 
 How ``MaskedLM`` maps onto Hugging Face's ``BertForMaskedLM``
 (:func:`llmbook.model.hf.to_hf_bert` copies one into the other; the logits agree
@@ -32,7 +33,6 @@ separate per-token bias.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,14 +44,12 @@ from llmbook.model.blocks import EncoderBlock
 from llmbook.model.init import init_normal_
 from llmbook.model.layers import LayerNorm
 from llmbook.model.validation import check_ids, check_sizes
-from llmbook.train.objectives import IGNORE_INDEX, mask_tokens
 
 __all__ = [
     "EncoderConfig",
     "MaskedLM",
     "init_bert_",
     "count_mlm_parameters",
-    "mlm_loss",
 ]
 
 
@@ -198,44 +196,3 @@ def count_mlm_parameters(config: EncoderConfig) -> int:
     assert f is not None  # set by EncoderConfig.__post_init__
     per_block = 4 * d * d + 4 * d + 2 * d * f + f + d + 4 * d
     return V * d + T * d + 2 * d + L * per_block + d * d + 3 * d + V
-
-
-def mlm_loss(
-    model: MaskedLM,
-    ids: Tensor,
-    *,
-    mask_id: int,
-    vocab_size: int,
-    special_ids: Sequence[int],
-    mask_prob: float = 0.15,
-    generator: torch.Generator | None = None,
-    attention_mask: Tensor | None = None,
-) -> Tensor:
-    """BERT's masked-LM loss on a batch of clean ids (batch, seq): a scalar, in nats.
-
-    :func:`llmbook.train.objectives.mask_tokens` chooses each non-special position
-    with probability ``mask_prob`` and corrupts it (80 % ``mask_id``, 10 % a random
-    id from ``[0, vocab_size)``, 10 % unchanged); the model sees the corrupted ids
-    and the loss is the mean cross-entropy of the original ids over the chosen
-    positions only. Put the padding id in ``special_ids`` so that padding is never
-    chosen, and pass ``attention_mask`` (batch, seq) so that it is not attended.
-    NaN when no position is chosen (as ``causal_lm_loss`` when all are ignored).
-    """
-    if vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"vocab_size={vocab_size} exceeds the model's vocab_size "
-            f"{model.config.vocab_size}: random replacements would be out of range"
-        )
-    inputs, labels = mask_tokens(  # drawn on the CPU, where ``generator`` lives
-        ids.cpu(),
-        vocab_size=vocab_size,
-        mask_id=mask_id,
-        special_ids=special_ids,
-        mask_prob=mask_prob,
-        generator=generator,
-    )
-    inputs, labels = inputs.to(ids.device), labels.to(ids.device)
-    logits = model(inputs, attention_mask)  # (batch, seq, vocab_size)
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
-    )

@@ -14,8 +14,7 @@ from torch import Tensor, nn
 
 # Multi-head attention was built in Chapter 3.
 from llmbook.model.attention import MultiHeadAttention
-from llmbook.model.hf import copy_linear, copy_norm
-from llmbook.model.layers import FeedForward, LayerNorm
+from llmbook.model.layers import FeedForward, LayerNorm, copy_linear, copy_norm
 
 __all__ = ["EncoderBlock", "DecoderBlock", "GPTBlock"]
 

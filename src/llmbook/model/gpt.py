@@ -1,8 +1,11 @@
 """The decoder-only Transformer the course trains (Chapter 4; trained in Chapter 5).
 
 ``GPTConfig`` (validated sizes), ``GPT`` (GPT-2's architecture, with
-``GPT.from_hf_gpt2``), ``count_parameters`` (closed form) and
-``model_flops_per_token`` (the matmul FLOPs a training or inference token costs).
+``GPT.from_hf_gpt2`` and ``load_hf_gpt2_weights``), ``count_parameters`` (closed
+form) and ``model_flops_per_token`` (the matmul FLOPs a training or inference token
+costs). Generating text is :func:`llmbook.decoding.generate` (Chapter 6): the model
+computes logits and knows nothing of decoding, so ``llmbook.model`` imports no layer
+above it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,17 @@ import torch
 from torch import Tensor, nn
 
 from llmbook.model.blocks import GPTBlock
-from llmbook.model.hf import load_hf_gpt2_weights
 from llmbook.model.init import init_gpt2_
-from llmbook.model.layers import LayerNorm
+from llmbook.model.layers import LayerNorm, copy_norm
 from llmbook.model.validation import check_ids, check_sizes
 
-__all__ = ["GPTConfig", "GPT", "count_parameters", "model_flops_per_token"]
+__all__ = [
+    "GPTConfig",
+    "GPT",
+    "count_parameters",
+    "model_flops_per_token",
+    "load_hf_gpt2_weights",
+]
 
 
 @dataclass
@@ -92,20 +100,6 @@ class GPT(nn.Module):
             x = block(x)  # (batch, seq, d_model)
         return self.lm_head(self.ln_f(x))  # (batch, seq, vocab_size)
 
-    def generate(
-        self,
-        idx: Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Append ``max_new_tokens`` sampled tokens to ``idx`` (batch, seq); see
-        :func:`llmbook.decoding.generate` (temperature 0 is greedy)."""
-        from llmbook.decoding import generate  # Chapter 6's package imports this one
-
-        return generate(self, idx, max_new_tokens, temperature, top_k, generator)
-
     @classmethod
     def from_hf_gpt2(cls, hf_model: nn.Module) -> GPT:
         """A ``GPT`` holding the weights of a Hugging Face ``GPT2LMHeadModel``.
@@ -177,3 +171,36 @@ def model_flops_per_token(config: GPTConfig, training: bool = True) -> int:
     matmul_weights = n_layers * per_block + config.vocab_size * d  # + LM head
     forward = 2 * matmul_weights + 4 * n_layers * config.context_length * d
     return 3 * forward if training else forward
+
+
+@torch.no_grad()
+def load_hf_gpt2_weights(model: GPT, hf_model: nn.Module) -> GPT:
+    """Copy a Hugging Face ``GPT2LMHeadModel``'s weights into ``model`` (in place)."""
+    hf = hf_model.transformer
+    cfg = model.config
+    if len(hf.h) != cfg.n_layers or hf.wte.weight.shape != model.tok_emb.weight.shape:
+        raise ValueError(
+            f"size mismatch: HF model has {len(hf.h)} layers and embeddings "
+            f"{tuple(hf.wte.weight.shape)}; ours {cfg.n_layers} and "
+            f"{tuple(model.tok_emb.weight.shape)}"
+        )
+    model.tok_emb.weight.copy_(hf.wte.weight)
+    model.pos_emb.weight.copy_(hf.wpe.weight)
+
+    def copy_conv1d(ours: nn.Linear, weight: Tensor, bias: Tensor) -> None:
+        ours.weight.copy_(weight.T)  # Conv1D is (in, out); Linear is (out, in)
+        ours.bias.copy_(bias)
+
+    for block, h in zip(model.blocks, hf.h, strict=True):
+        copy_norm(block.ln1, h.ln_1)
+        copy_norm(block.ln2, h.ln_2)
+        w_q, w_k, w_v = h.attn.c_attn.weight.split(cfg.d_model, dim=1)
+        b_q, b_k, b_v = h.attn.c_attn.bias.split(cfg.d_model)
+        copy_conv1d(block.attn.q_proj, w_q, b_q)
+        copy_conv1d(block.attn.k_proj, w_k, b_k)
+        copy_conv1d(block.attn.v_proj, w_v, b_v)
+        copy_conv1d(block.attn.out_proj, h.attn.c_proj.weight, h.attn.c_proj.bias)
+        copy_conv1d(block.ff.fc1, h.mlp.c_fc.weight, h.mlp.c_fc.bias)
+        copy_conv1d(block.ff.fc2, h.mlp.c_proj.weight, h.mlp.c_proj.bias)
+    copy_norm(model.ln_f, hf.ln_f)
+    return model

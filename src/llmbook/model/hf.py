@@ -1,18 +1,19 @@
 """Moving weights between our models and Hugging Face's (Chapters 4-6).
 
-Importing: ``load_hf_gpt2_weights`` copies a ``GPT2LMHeadModel`` into our ``GPT``
-(Chapter 4); ``copy_linear`` and ``copy_norm`` copy single layers (also from
-``torch.nn`` modules).
+Importing a ``GPT2LMHeadModel`` is ``GPT.from_hf_gpt2`` (with
+:func:`llmbook.model.gpt.load_hf_gpt2_weights`, beside the model it fills); single
+layers are copied by :func:`llmbook.model.layers.copy_linear` and ``copy_norm``.
 
-Exporting: ``to_hf_gpt2`` (our ``GPT`` -> ``GPT2LMHeadModel``), ``to_hf_bert`` (our
-``MaskedLM`` -> ``BertForMaskedLM``), ``hf_tokenizer`` (a ``transformers`` fast
-tokenizer with the course's special tokens), ``save_hf`` (model + tokenizer -> a
-directory that ``transformers`` and its pipelines read natively, offline) and
-``export_hf`` (a model saved by ``save_pretrained`` -> such a directory). Logits
-agree within 1e-5 (``tests/test_hf_export.py``, ``tests/test_bert.py``).
+Exporting, here: ``to_hf_gpt2`` (our ``GPT`` -> ``GPT2LMHeadModel``), ``to_hf_bert``
+(our ``MaskedLM`` -> ``BertForMaskedLM``), ``hf_tokenizer`` (a ``transformers`` fast
+tokenizer with the course's special tokens) and ``save_hf`` (model + tokenizer -> a
+directory that ``transformers`` and its pipelines read natively, offline);
+:func:`llmbook.model.pretrained.export_hf` does the same for a model saved by
+``save_pretrained``. Logits agree within 1e-5 (``tests/test_hf_export.py``,
+``tests/test_bert.py``).
 
-``transformers`` is imported inside the export functions, so the blocks, which use
-``copy_linear`` and ``copy_norm``, do not pay for importing it.
+``transformers`` is imported inside the export functions, so importing the model
+package does not pay for it.
 """
 
 from __future__ import annotations
@@ -23,81 +24,22 @@ from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer
-from torch import Tensor, nn
+from torch import nn
 
-from llmbook.model.layers import LayerNorm
+from llmbook.data.tokenization import EOS_TOKEN, MASK_TOKEN
+from llmbook.model.bert import MaskedLM
+from llmbook.model.gpt import GPT
+from llmbook.model.layers import LayerNorm, copy_linear
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import BertForMaskedLM, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from llmbook.model.bert import MaskedLM
-    from llmbook.model.gpt import GPT
-
 __all__ = [
-    "MASK_TOKEN",
-    "load_hf_gpt2_weights",
-    "copy_norm",
-    "copy_linear",
     "to_hf_gpt2",
     "to_hf_bert",
     "hf_tokenizer",
     "save_hf",
-    "export_hf",
 ]
-
-#: The masked-LM's mask token, added to the course tokenizer (id = its old size).
-MASK_TOKEN = "<|mask|>"
-
-
-@torch.no_grad()
-def copy_linear(ours: nn.Linear, theirs: nn.Linear) -> None:
-    """Copy ``theirs``' weight (and bias, when both have one) into ``ours``."""
-    ours.weight.copy_(theirs.weight)
-    if ours.bias is not None and theirs.bias is not None:
-        ours.bias.copy_(theirs.bias)
-
-
-@torch.no_grad()
-def copy_norm(ours: LayerNorm, theirs: nn.LayerNorm) -> None:
-    """Copy ``theirs``' gain, bias and epsilon into ``ours`` (both LayerNorms)."""
-    ours.weight.copy_(theirs.weight)
-    if ours.bias is not None and theirs.bias is not None:
-        ours.bias.copy_(theirs.bias)
-    ours.eps = theirs.eps
-
-
-@torch.no_grad()
-def load_hf_gpt2_weights(model: GPT, hf_model: nn.Module) -> GPT:
-    """Copy a Hugging Face ``GPT2LMHeadModel``'s weights into ``model`` (in place)."""
-    hf = hf_model.transformer
-    cfg = model.config
-    if len(hf.h) != cfg.n_layers or hf.wte.weight.shape != model.tok_emb.weight.shape:
-        raise ValueError(
-            f"size mismatch: HF model has {len(hf.h)} layers and embeddings "
-            f"{tuple(hf.wte.weight.shape)}; ours {cfg.n_layers} and "
-            f"{tuple(model.tok_emb.weight.shape)}"
-        )
-    model.tok_emb.weight.copy_(hf.wte.weight)
-    model.pos_emb.weight.copy_(hf.wpe.weight)
-
-    def copy_conv1d(ours: nn.Linear, weight: Tensor, bias: Tensor) -> None:
-        ours.weight.copy_(weight.T)  # Conv1D is (in, out); Linear is (out, in)
-        ours.bias.copy_(bias)
-
-    for block, h in zip(model.blocks, hf.h, strict=True):
-        copy_norm(block.ln1, h.ln_1)
-        copy_norm(block.ln2, h.ln_2)
-        w_q, w_k, w_v = h.attn.c_attn.weight.split(cfg.d_model, dim=1)
-        b_q, b_k, b_v = h.attn.c_attn.bias.split(cfg.d_model)
-        copy_conv1d(block.attn.q_proj, w_q, b_q)
-        copy_conv1d(block.attn.k_proj, w_k, b_k)
-        copy_conv1d(block.attn.v_proj, w_v, b_v)
-        copy_conv1d(block.attn.out_proj, h.attn.c_proj.weight, h.attn.c_proj.bias)
-        copy_conv1d(block.ff.fc1, h.mlp.c_fc.weight, h.mlp.c_fc.bias)
-        copy_conv1d(block.ff.fc2, h.mlp.c_proj.weight, h.mlp.c_proj.bias)
-    copy_norm(model.ln_f, hf.ln_f)
-    return model
-
 
 # --- exporting ours to Hugging Face ---------------------------------------------------
 
@@ -248,8 +190,6 @@ def hf_tokenizer(
     """
     from transformers import PreTrainedTokenizerFast
 
-    from llmbook.data.tokenization import EOS_TOKEN
-
     backend = (
         tokenizer if isinstance(tokenizer, Tokenizer) else tokenizer.backend_tokenizer
     )
@@ -289,9 +229,6 @@ def save_hf(
     ``model.safetensors``, ``tokenizer.json`` and ``tokenizer_config.json``.
     Raises ``ValueError`` when the tokenizer's size is not the model's vocab_size.
     """
-    from llmbook.model.bert import MaskedLM
-    from llmbook.model.gpt import GPT
-
     if isinstance(model, GPT):
         hf_model, mask = to_hf_gpt2(model), None
     elif isinstance(model, MaskedLM):
@@ -317,20 +254,3 @@ def save_hf(
     tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_file.write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     return directory
-
-
-def export_hf(name_or_path: str | Path, out_dir: str | Path) -> Path:
-    """Export a model saved by :func:`llmbook.model.pretrained.save_pretrained` (a
-    directory, or a shipped name such as ``"course-gpt"``) with its tokenizer to
-    ``out_dir`` in Hugging Face's format (see :func:`save_hf`). Returns ``out_dir``.
-
-    Afterwards, offline::
-
-        pipeline("text-generation", model=out_dir)
-        AutoModelForCausalLM.from_pretrained(out_dir)
-        AutoTokenizer.from_pretrained(out_dir)
-    """
-    from llmbook.model.pretrained import from_pretrained, load_tokenizer
-
-    model = from_pretrained(name_or_path)
-    return save_hf(model, load_tokenizer(name_or_path), out_dir)

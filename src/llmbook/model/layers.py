@@ -17,6 +17,8 @@ __all__ = [
     "FeedForward",
     "sinusoidal_positions",
     "apply_rope",
+    "copy_linear",
+    "copy_norm",
 ]
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
@@ -127,3 +129,20 @@ def apply_rope(
     out[..., 0::2] = x1 * cos - x2 * sin
     out[..., 1::2] = x1 * sin + x2 * cos
     return out
+
+
+@torch.no_grad()
+def copy_linear(ours: nn.Linear, theirs: nn.Linear) -> None:
+    """Copy ``theirs``' weight (and bias, when both have one) into ``ours``."""
+    ours.weight.copy_(theirs.weight)
+    if ours.bias is not None and theirs.bias is not None:
+        ours.bias.copy_(theirs.bias)
+
+
+@torch.no_grad()
+def copy_norm(ours: LayerNorm, theirs: nn.LayerNorm) -> None:
+    """Copy ``theirs``' gain, bias and epsilon into ``ours`` (both LayerNorms)."""
+    ours.weight.copy_(theirs.weight)
+    if ours.bias is not None and theirs.bias is not None:
+        ours.bias.copy_(theirs.bias)
+    ours.eps = theirs.eps

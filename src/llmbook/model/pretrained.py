@@ -24,9 +24,10 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
+from llmbook.data.tokenization import EOS_TOKEN, MASK_TOKEN
 from llmbook.model.bert import EncoderConfig, MaskedLM
 from llmbook.model.gpt import GPT, GPTConfig
-from llmbook.model.hf import MASK_TOKEN
+from llmbook.model.hf import save_hf
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -35,9 +36,8 @@ __all__ = [
     "load_tokenizer",
     "tokenizer_path",
     "pretrained_metadata",
+    "export_hf",
 ]
-
-EOS_TOKEN = "<|endoftext|>"
 
 #: The classes ``from_pretrained`` builds, by ``config.json``'s "architecture".
 ARCHITECTURES = {"GPT": (GPT, GPTConfig), "MaskedLM": (MaskedLM, EncoderConfig)}
@@ -173,3 +173,18 @@ def load_tokenizer(name_or_path: str | Path = "course-gpt") -> PreTrainedTokeniz
 def pretrained_metadata(name_or_path: str | Path = "course-gpt") -> dict[str, Any]:
     """The ``config.json`` of a pretrained model: model, training config, results."""
     return json.loads((_resolve(name_or_path) / "config.json").read_text())
+
+
+def export_hf(name_or_path: str | Path, out_dir: str | Path) -> Path:
+    """Export a model saved by :func:`llmbook.model.pretrained.save_pretrained` (a
+    directory, or a shipped name such as ``"course-gpt"``) with its tokenizer to
+    ``out_dir`` in Hugging Face's format (see :func:`save_hf`). Returns ``out_dir``.
+
+    Afterwards, offline::
+
+        pipeline("text-generation", model=out_dir)
+        AutoModelForCausalLM.from_pretrained(out_dir)
+        AutoTokenizer.from_pretrained(out_dir)
+    """
+    model = from_pretrained(name_or_path)
+    return save_hf(model, load_tokenizer(name_or_path), out_dir)

@@ -6,7 +6,7 @@ top-5 accuracy and perplexity on held-out text under one fixed masking, beside t
 unigram baseline's accuracy), ``most_frequent_tokens`` and ``fill_mask``.
 
 The recipe is the causal LM's of :mod:`llmbook.train.loop` with BERT's loss
-(:func:`llmbook.model.bert.mlm_loss`: 15 % of the tokens chosen, 80/10/10) in place
+(:func:`llmbook.train.objectives.mlm_loss`: 15 % of the tokens chosen, 80/10/10) in place
 of next-token prediction: the same window sampler, optimiser, schedule, clipping and
 weight averaging. ``python -m llmbook.pretrain_mlm`` trains the shipped
 ``course-mlm``.
@@ -28,20 +28,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from llmbook.data.batching import CourseData, window_iterator
-from llmbook.data.tokenization import course_tokenizer
-
-# bert imports llmbook.train.objectives, so this package may be loading while bert is
-# half-initialised: import the module and read its names when the functions run.
-from llmbook.model import bert
-from llmbook.model.hf import MASK_TOKEN
+from llmbook.data.tokenization import MASK_TOKEN, course_tokenizer
+from llmbook.model.bert import EncoderConfig, MaskedLM
 from llmbook.train.history import History
 from llmbook.train.loop import update_ema
+from llmbook.train.objectives import mlm_loss
 from llmbook.train.step import lr_at, make_optimizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
-
-    from llmbook.model.bert import EncoderConfig, MaskedLM
 
 __all__ = [
     "MLMConfig",
@@ -55,7 +50,7 @@ __all__ = [
 
 def _course_mlm() -> EncoderConfig:
     # the course tokenizer's 2,048 tokens + <|mask|>
-    return bert.EncoderConfig(vocab_size=2049, context_length=128, d_model=128,
+    return EncoderConfig(vocab_size=2049, context_length=128, d_model=128,
                               n_heads=4, n_layers=4, fused_attention=True)  # fmt: skip
 
 
@@ -87,7 +82,7 @@ class MLMConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):  # from JSON
-            self.model = bert.EncoderConfig(**self.model)
+            self.model = EncoderConfig(**self.model)
         self.betas = tuple(self.betas)
         for name in ("batch_size", "max_steps", "eval_every"):
             value = getattr(self, name)
@@ -179,7 +174,7 @@ def train_mlm(
         lr = lr_at(step, config)  # type: ignore[arg-type]
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = bert.mlm_loss(
+        loss = mlm_loss(
             model, next(batches).to(device), mask_id=config.mask_id,
             vocab_size=config.model.vocab_size,  # as Hugging Face's len(tokenizer)
             special_ids=(data.eos_id,), mask_prob=config.mask_prob,

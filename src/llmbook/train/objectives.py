@@ -12,7 +12,8 @@ Contents:
 * causal (autoregressive) language modelling: ``causal_lm_loss``,
   ``sequence_log_prob`` and ``perplexity``;
 * BERT's masked language modelling: ``mask_tokens`` (15 % of positions, of which
-  80 % become ``[MASK]``, 10 % a random token, 10 % stay);
+  80 % become ``[MASK]``, 10 % a random token, 10 % stay) and ``mlm_loss`` (the
+  cross-entropy of a :class:`~llmbook.model.MaskedLM` at those positions);
 * BERT's next-sentence prediction: ``split_sentences`` and ``next_sentence_pairs``;
 * T5's span corruption: ``span_corruption`` and its inverse
   ``reconstruct_from_spans``.
@@ -27,9 +28,14 @@ import math
 import random
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmbook.model.bert import MaskedLM
 
 __all__ = [
     "IGNORE_INDEX",
@@ -37,6 +43,7 @@ __all__ = [
     "sequence_log_prob",
     "perplexity",
     "mask_tokens",
+    "mlm_loss",
     "split_sentences",
     "next_sentence_pairs",
     "span_corruption",
@@ -182,6 +189,47 @@ def mask_tokens(
     random_ids = torch.randint(vocab_size, shape, generator=generator)
     inputs[to_random] = random_ids[to_random]
     return inputs, labels
+
+
+def mlm_loss(
+    model: MaskedLM,
+    ids: Tensor,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    mask_prob: float = 0.15,
+    generator: torch.Generator | None = None,
+    attention_mask: Tensor | None = None,
+) -> Tensor:
+    """BERT's masked-LM loss on a batch of clean ids (batch, seq): a scalar, in nats.
+
+    :func:`llmbook.train.objectives.mask_tokens` chooses each non-special position
+    with probability ``mask_prob`` and corrupts it (80 % ``mask_id``, 10 % a random
+    id from ``[0, vocab_size)``, 10 % unchanged); the model sees the corrupted ids
+    and the loss is the mean cross-entropy of the original ids over the chosen
+    positions only. Put the padding id in ``special_ids`` so that padding is never
+    chosen, and pass ``attention_mask`` (batch, seq) so that it is not attended.
+    NaN when no position is chosen (as ``causal_lm_loss`` when all are ignored).
+    """
+    if vocab_size > model.config.vocab_size:
+        raise ValueError(
+            f"vocab_size={vocab_size} exceeds the model's vocab_size "
+            f"{model.config.vocab_size}: random replacements would be out of range"
+        )
+    inputs, labels = mask_tokens(  # drawn on the CPU, where ``generator`` lives
+        ids.cpu(),
+        vocab_size=vocab_size,
+        mask_id=mask_id,
+        special_ids=special_ids,
+        mask_prob=mask_prob,
+        generator=generator,
+    )
+    inputs, labels = inputs.to(ids.device), labels.to(ids.device)
+    logits = model(inputs, attention_mask)  # (batch, seq, vocab_size)
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+    )
 
 
 # --- next-sentence prediction (BERT) -------------------------------------------------

@@ -1,0 +1,173 @@
+"""Build time: run a lab's reference solution and store what its tests observed.
+
+``add_reference`` runs the tests on the master notebook's solution (unsandboxed: the
+master is the instructor's own), stores each assert's observed values in the
+autograder zip, checks that the solution passes every test when checked from those
+data, and slices each test for the sandbox (``probes.plan_test``), keeping only the
+slices the solution still passes. ``tools/build_labs.py`` calls it; grading never
+does. It sits above `bundle`, `runner` and `scoring`, which never import it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from llmbook.grading import codec, labs, notebook, probes, runner, scoring
+from llmbook.grading.bundle import (
+    NEEDS_JSON,
+    REFERENCE_JSON,
+    REFERENCE_TENSORS,
+    Bundle,
+    load_bundle,
+)
+from llmbook.grading.harness import strip_ipython
+
+__all__ = ["add_reference", "imported_modules"]
+
+
+def add_reference(zip_path: Path, master: Path, timeout: float = 900.0) -> Bundle:
+    """Run the tests on `master`'s solution and store what they observed in the zip.
+
+    Raises RuntimeError, naming the test, if the solution fails a test here (a test
+    that cannot be checked from data, or one that is not deterministic).
+    """
+    bundle = load_bundle(zip_path, require_reference=False)
+    cells = notebook.master_cells(master)
+    exports = runner.run_job(
+        bundle, cells, None, mode="classify", unsafe=True, timeout=timeout
+    )
+    if exports.problem:
+        raise RuntimeError(
+            f"{master.name}: the reference run failed: {exports.problem}"
+        )
+    reference: dict[str, Any] = {}
+    merged = codec.TensorStore()
+    for question in bundle.questions:
+        data = exports.questions.get(question)
+        if data is None:
+            raise RuntimeError(f"{master.name}: no reference values for {question}")
+        for key, tensor in exports.stores[question].tensors.items():
+            merged.tensors[f"{question}.{key}"] = tensor
+        for record in data["tests"]:
+            refs: dict[str, str] = {}
+            mutable: set[str] = set()
+            for entry in record["asserts"]:
+                refs.update(entry.pop("refs", {}))
+                mutable.update(entry.pop("mutable", []))
+            _qualify(record["asserts"], question)  # tensor keys: per question file
+            reference[record["name"]] = {
+                "asserts": record["asserts"],
+                "refs": refs,
+                "mutable": sorted(mutable),
+            }
+    bundle.reference, bundle.tensors = reference, merged
+    for tests in bundle.tests.values():
+        for test in tests:
+            result = scoring.score_test(bundle, test, reference.get(test.name), merged)
+            if not result.passed:
+                raise RuntimeError(
+                    f"{master.name}: the solution fails {test.name} when checked from "
+                    f"data: {result.message}"
+                )
+    bundle.needs = imported_modules(master, bundle)
+    _plan(bundle, master, cells, timeout)
+    with tempfile.TemporaryDirectory(prefix="llmbook-ref-") as tmp:
+        tensors = Path(tmp, "reference.safetensors")
+        merged.save(tensors)
+        with zipfile.ZipFile(zip_path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(REFERENCE_JSON, json.dumps(reference, allow_nan=True))
+            zf.writestr(NEEDS_JSON, json.dumps(bundle.needs))
+            if tensors.is_file():
+                zf.write(tensors, REFERENCE_TENSORS)
+    return bundle
+
+
+def imported_modules(master: Path, bundle: Bundle) -> list[str]:
+    """Every module the master's code cells and the lab's tests import (sorted)."""
+    import nbformat
+
+    sources = [
+        strip_ipython(c.source)
+        for c in nbformat.read(master, as_version=4).cells
+        if c.cell_type == "code"
+    ]
+    sources += [t.source for tests in bundle.tests.values() for t in tests]
+    found: set[str] = set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+    return sorted(found)
+
+
+def _plan(bundle: Bundle, master: Path, cells, timeout) -> None:
+    """Slice each test for the sandbox, keeping only slices the solution passes.
+
+    Every test is planned (`probes.plan_test`), then the solution is graded with the
+    sliced probes; a test whose slice does not give the solution full marks (a
+    dropped statement drew random numbers, say) is sent whole instead.
+    """
+    plans = {}
+    for tests in bundle.tests.values():
+        for t in tests:
+            try:
+                plans[t.name] = probes.plan_test(
+                    t,
+                    bundle.leaf_paths(t.name),
+                    labs.free_leaves(bundle.lab, t.name),
+                    mutable=set(bundle.reference[t.name].get("mutable", [])),
+                )
+            except Exception:  # an unusual test: send it whole
+                plans[t.name] = probes.plan_test(
+                    t, bundle.leaf_paths(t.name), slice_it=False
+                )
+    bundle.__dict__["plans"] = plans
+    if any(p.sliced for p in plans.values()):
+        exports = runner.run_job(
+            bundle, cells, None, mode="grade", unsafe=True, timeout=timeout
+        )
+        for question, tests in bundle.tests.items():
+            result = scoring.score_question(
+                bundle,
+                question,
+                exports.questions.get(question),
+                exports.stores.get(question),
+            )
+            for test, outcome in zip(tests, result.tests, strict=True):
+                if plans[test.name].sliced and not outcome.passed:
+                    plans[test.name] = probes.plan_test(
+                        test, bundle.leaf_paths(test.name), slice_it=False
+                    )
+    for name, plan in plans.items():
+        bundle.reference[name]["plan"] = {
+            "source": plan.source,
+            "leaves": {str(a): v for a, v in plan.leaves.items()},
+            "sliced": plan.sliced,
+        }
+
+
+def _qualify(value: Any, prefix: str) -> None:
+    """Prefix every tensor key in an encoded value (in place) with `prefix`."""
+    if isinstance(value, list):
+        for item in value:
+            _qualify(item, prefix)
+    elif isinstance(value, dict):
+        if "tensor" in value:
+            value["tensor"] = f"{prefix}.{value['tensor']}"
+            if value.get("grad"):
+                value["grad"] = f"{prefix}.{value['grad']}"
+            return
+        for item in value.values():
+            _qualify(item, prefix)
