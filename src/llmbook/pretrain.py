@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m llmbook.pretrain", description=main.__doc__
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    causal = sorted(name for name, c in PRESETS.items() if c.objective == "causal")
+    parser.add_argument("--preset", choices=causal, default="cpu")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", help="directory for the trained model")
     target.add_argument(

@@ -1,21 +1,22 @@
-"""Command line: pretrain the course's masked-LM encoder and save it.
+"""Command line: pretrain the course's masked-LM encoder, save it, evaluate it.
 
 ::
 
-    python -m llmbook.pretrain_mlm --out runs/course-mlm --threads 1
+    python -m llmbook.pretrain_mlm --out runs/course-mlm
+    python -m llmbook.pretrain_mlm --evaluate course-mlm
 
-trains :class:`~llmbook.train.MLMConfig`'s encoder (BERT's architecture, 4 layers of
-width 128) with BERT's masked-LM loss on the course corpus, scores it on the
-validation documents under a fixed masking against the unigram baseline, and saves it
-with its results and the course tokenizer plus ``<|mask|>``. The model that ships as
-``llmbook/weights/course-mlm/`` was made by this command (the step count is in its
-``config.json``); load it with ``llmbook.model.from_pretrained("course-mlm")``.
+trains ``PRESETS["mlm"]``, BERT's architecture (4 layers of width 128) with BERT's
+masked-LM loss, in the course's one training loop (:func:`llmbook.train.train` with
+``objective="masked"``; bf16 autocast on a CPU with bf16 units, as
+``python -m llmbook.pretrain``), and saves it with its results and the course
+tokenizer plus ``<|mask|>``. The model that ships as ``llmbook/weights/course-mlm/``
+was made by this command (its recipe, time and scores are in its ``config.json``);
+load it with ``llmbook.model.from_pretrained("course-mlm")``.
 
-Fifteen minutes of one CPU thread (900 steps of 2,048 tokens) leave a BERT only just
-past the unigram stage: masked-token accuracy 0.048 against the unigram baseline's
-0.031, still rising at the end (0.040, 0.044, 0.048 at steps 300, 600, 900). An MLM
-learns from the 15 % of tokens it masks, a GPT from every token, so it needs many
-more steps; give it more with ``--steps``.
+Both modes end with the line ``NAME masked-token top-1 A, top-5 A5, unigram top-1 U,
+N masked tokens``: the model's accuracy at the masked positions of the validation
+documents under one fixed masking (:func:`llmbook.train.evaluate_mlm`), and the
+unigram baseline's (always the training split's most frequent token).
 """
 
 from __future__ import annotations
@@ -28,54 +29,101 @@ from typing import Any
 import torch
 
 from llmbook.data import course_data
-from llmbook.model import MaskedLM, save_pretrained
+from llmbook.model import MaskedLM, from_pretrained, save_pretrained
 from llmbook.train import (
-    MLMConfig,
+    PRESETS,
     evaluate_mlm,
     mlm_tokenizer,
     most_frequent_tokens,
-    train_mlm,
+    train,
+    train_dtype,
 )
 from llmbook.utils import get_device, seed_everything
 
-__all__ = ["main"]
+__all__ = ["evaluate", "main"]
+
+
+def report(name: str, scores: dict[str, Any]) -> None:
+    """Print the evaluation line both modes end with."""
+    print(f"{name} masked-token top-1 {scores['accuracy']:.3f}, top-5 "
+          f"{scores['top5_accuracy']:.3f}, unigram top-1 "
+          f"{scores['unigram_accuracy']:.3f}, {scores['masked_tokens']} masked "
+          "tokens")  # fmt: skip
+
+
+def evaluate(name_or_path: str | Path = "course-mlm") -> dict[str, Any]:
+    """Score a saved masked LM on the validation documents against the unigram
+    baseline; prints ``NAME masked-token top-1 A, top-5 A5, unigram top-1 U, N
+    masked tokens`` as its last line and returns those numbers."""
+    model = from_pretrained(name_or_path)
+    if not isinstance(model, MaskedLM):
+        raise ValueError(f"{name_or_path} is a {type(model).__name__}, not a masked LM")
+    size = model.config.vocab_size - 1  # the course tokenizer's, without the mask
+    data = course_data(size, PRESETS["mlm"].corpus)
+    frequent = most_frequent_tokens(data.train_stream, size, exclude=[data.eos_id])
+    scores = evaluate_mlm(model, data.val_docs, eos_id=data.eos_id,
+                          mask_id=size, frequent=frequent)  # fmt: skip
+    name = Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
+    report(name, scores)
+    return scores
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``python -m llmbook.pretrain_mlm --out DIR``: train the course masked LM,
-    evaluate it and save it with its results."""
+    """``python -m llmbook.pretrain_mlm``: train the course masked LM and save it
+    with its results (``--out DIR``), or score a saved one (``--evaluate``)."""
     parser = argparse.ArgumentParser(
         prog="python -m llmbook.pretrain_mlm", description=main.__doc__
     )
-    parser.add_argument("--out", required=True, help="directory for the model")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="directory for the model")
+    target.add_argument(
+        "--evaluate",
+        metavar="MODEL",
+        help="a shipped model's name (course-mlm) or a saved directory: print its "
+        "masked-token accuracy and the unigram baseline's",
+    )
     parser.add_argument("--steps", type=int, default=None, help="override max_steps")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu")
+    parser.add_argument(
+        "--fp32",
+        action="store_true",
+        help="on the CPU train in fp32 even where the CPU has bf16 units",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="resume from OUT/checkpoint.pt"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = MLMConfig()
+    if args.evaluate:
+        return evaluate(args.evaluate)
+    config = PRESETS["mlm"].replace()
     if args.steps is not None:
         config = config.replace(
             max_steps=args.steps, warmup_steps=min(config.warmup_steps, args.steps)
         )
     device = get_device(args.device)
     seed_everything(config.seed)
-    tokenizer_size = config.model.vocab_size - 1  # the course tokenizer's
-    data = course_data(tokenizer_size, config.corpus)
+    out = Path(args.out)
+    size = config.mask_id  # the course tokenizer's size; the mask token comes last
+    data = course_data(size, config.corpus)
     model = MaskedLM(config.model)
-    history = train_mlm(model, data, config, device=device, progress=not args.quiet)
+    history = train(model, data, config, device=device,
+                    checkpoint_path=out / "checkpoint.pt", resume=args.resume,
+                    progress=not args.quiet, cpu_bf16=not args.fp32)  # fmt: skip
     model.cpu()
-    frequent = most_frequent_tokens(
-        data.train_stream, tokenizer_size, exclude=[data.eos_id]
-    )
+    frequent = most_frequent_tokens(data.train_stream, size, exclude=[data.eos_id])
     scores = evaluate_mlm(model, data.val_docs, eos_id=data.eos_id,
                           mask_id=config.mask_id, frequent=frequent)  # fmt: skip
     results = {
-        "mlm_config": config.to_dict(),
+        "train_config": config.to_dict(),
         "device": str(device),
+        "autocast": str(train_dtype(device, not args.fp32) or "fp32").removeprefix(
+            "torch."
+        ),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -95,16 +143,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "val_perplexity": history.val_perplexity,
         },
     }
-    out = Path(args.out)
-    tokenizer = mlm_tokenizer(tokenizer_size, config.corpus)
+    tokenizer = mlm_tokenizer(size, config.corpus)
     save_pretrained(model, out, {"results": results}, tokenizer=tokenizer)
-    print(
-        f"course-mlm: {results['parameters']:,} parameters, {history.tokens:,} tokens "
-        f"in {history.seconds:.0f} s ({history.tokens_per_second:,.0f} tokens/s); "
-        f"masked-token accuracy {scores['accuracy']:.3f} (top-5 "
-        f"{scores['top5_accuracy']:.3f}, perplexity {scores['perplexity']:.2f}), "
-        f"unigram baseline {scores['unigram_accuracy']:.3f}; saved to {out}"
-    )
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    print(f"course-mlm: {results['parameters']:,} parameters, {history.tokens:,} "
+          f"tokens in {history.seconds:.0f} s ({history.tokens_per_second:,.0f} "
+          f"tokens/s); saved to {out}")  # fmt: skip
+    report(out.name, scores)
     return results
 
 

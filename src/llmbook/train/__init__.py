@@ -4,29 +4,27 @@ Modules::
 
     objectives  causal LM, masked LM (80/10/10), next-sentence pairs, span corruption
     optim       SGD, Adam, AdamW from scratch; schedules; clipping; weight-decay groups
-    config      TrainConfig and the presets (tiny, cpu, draft, gpu)
+    config      TrainConfig (causal or masked objective), presets (tiny, cpu, draft, gpu, mlm)
     step        the loss, the optimiser, the schedule and THE training step
-    loop        the pretraining loop, weight averaging, perplexity evaluation
+    loop        THE pretraining loop (GPT and masked LM), weight averaging, perplexity
     history     what a run records
     checkpoint  save and resume a run exactly
     ddp         data-parallel training over torchrun (``python -m llmbook.train.ddp``)
-    mlm         the masked-LM encoder's pretraining and evaluation (``course-mlm``)
+    mlm         the masked LM's tokenizer, evaluation and fill-mask (``course-mlm``)
 
 ``python -m llmbook.pretrain`` is the command line that trains a preset;
 ``python -m llmbook.pretrain_mlm`` trains the masked LM.
 """
 
 from llmbook.train.checkpoint import load_checkpoint, save_checkpoint
-from llmbook.train.config import PRESETS, TrainConfig
+from llmbook.train.config import OBJECTIVES, PRESETS, TrainConfig
 from llmbook.train.history import History
-from llmbook.train.loop import evaluate_perplexity, train, update_ema
+from llmbook.train.loop import evaluate_perplexity, objective_loss, train, update_ema
 from llmbook.train.mlm import (
-    MLMConfig,
     evaluate_mlm,
     fill_mask,
     mlm_tokenizer,
     most_frequent_tokens,
-    train_mlm,
 )
 from llmbook.train.step import (
     autocast_context,
@@ -41,18 +39,18 @@ from llmbook.train.step import (
 __all__ = [
     "load_checkpoint",
     "save_checkpoint",
+    "OBJECTIVES",
     "PRESETS",
     "TrainConfig",
     "History",
     "evaluate_perplexity",
+    "objective_loss",
     "train",
     "update_ema",
-    "MLMConfig",
     "evaluate_mlm",
     "fill_mask",
     "mlm_tokenizer",
     "most_frequent_tokens",
-    "train_mlm",
     "autocast_context",
     "cpu_has_bf16",
     "lm_loss",

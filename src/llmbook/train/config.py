@@ -5,9 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from llmbook.model.bert import EncoderConfig
 from llmbook.model.gpt import GPTConfig
 
-__all__ = ["TrainConfig", "PRESETS"]
+__all__ = ["OBJECTIVES", "TrainConfig", "PRESETS"]
+
+#: What a run trains its model to predict: ``causal``, the next token (a
+#: :class:`~llmbook.model.GPT`); ``masked``, BERT's masked tokens (a
+#: :class:`~llmbook.model.MaskedLM`).
+OBJECTIVES = {"causal": GPTConfig, "masked": EncoderConfig}
 
 
 def _course_gpt() -> GPTConfig:
@@ -26,14 +32,19 @@ def _course_gpt() -> GPTConfig:
 class TrainConfig:
     """Everything that defines a pretraining run: the model, the data, the recipe.
 
-    ``model`` is the :class:`~llmbook.model.GPTConfig` of the model trained (its
-    ``vocab_size`` is also the size of the course tokenizer the data is encoded
-    with). The global batch is ``batch_size * grad_accum`` windows of
-    ``model.context_length`` tokens. The learning rate warms up linearly for
-    ``warmup_steps`` and then follows a cosine down to ``min_lr`` at ``max_steps``.
+    ``objective`` is ``"causal"`` (next-token prediction; ``model`` is the
+    :class:`~llmbook.model.GPTConfig` of the GPT trained, its ``vocab_size`` the
+    course tokenizer's size) or ``"masked"`` (BERT's masked-LM loss with
+    ``mask_prob``; ``model`` is an :class:`~llmbook.model.bert.EncoderConfig` whose
+    last id, ``mask_id``, is the mask token added to the course tokenizer). The
+    global batch is ``batch_size * grad_accum`` windows of ``model.context_length``
+    tokens. The learning rate warms up linearly for ``warmup_steps`` and then
+    follows a cosine down to ``min_lr`` at ``max_steps``.
     """
 
-    model: GPTConfig = field(default_factory=_course_gpt)
+    model: GPTConfig | EncoderConfig = field(default_factory=_course_gpt)
+    objective: str = "causal"
+    mask_prob: float = 0.15  # the masked objective's share of chosen tokens
     # data
     corpus: str = "python"
     # optimisation
@@ -53,12 +64,20 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, dict):  # from JSON
-            self.model = GPTConfig(**self.model)
-        if not isinstance(self.model, GPTConfig):
-            raise TypeError(
-                f"model must be a GPTConfig, got {type(self.model).__name__}"
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"objective must be one of {sorted(OBJECTIVES)}, got {self.objective!r}"
             )
+        kind = OBJECTIVES[self.objective]
+        if isinstance(self.model, dict):  # from JSON
+            self.model = kind(**self.model)
+        if not isinstance(self.model, kind):
+            raise TypeError(
+                f"the {self.objective} objective trains a {kind.__name__}, got "
+                f"{type(self.model).__name__}"
+            )
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         self.betas = tuple(self.betas)  # JSON gives lists back
         for name in ("batch_size", "grad_accum", "max_steps", "eval_every"):
             value = getattr(self, name)
@@ -73,6 +92,11 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"need 0 <= min_lr <= lr, got {self.min_lr} and {self.lr}")
+
+    @property
+    def mask_id(self) -> int:
+        """The masked objective's mask token: the model's last id."""
+        return self.model.vocab_size - 1
 
     @property
     def tokens_per_step(self) -> int:
@@ -91,12 +115,14 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed; ``model`` may be a dict of model fields
-        to change (``replace(model={"dropout": 0.0}, max_steps=20)``)."""
+        to change (``replace(model={"dropout": 0.0}, max_steps=20)``) or a whole
+        model config."""
         data = self.to_dict()
         model = changes.pop("model", {})
-        if isinstance(model, GPTConfig):
-            model = asdict(model)
-        data["model"] = {**data["model"], **model}
+        if isinstance(model, (GPTConfig, EncoderConfig)):  # a whole new model
+            data["model"] = asdict(model)
+        else:
+            data["model"] = {**data["model"], **model}
         return TrainConfig.from_dict({**data, **changes})
 
 
@@ -105,6 +131,8 @@ class TrainConfig:
 #: ``cpu``'s size with the same tokenizer and context, the draft model of speculative
 #: decoding (Chapter 6); minutes on one CPU thread. ``gpu``: a wider, deeper model with
 #: a longer context, for a Colab GPU (same data; it overfits sooner, see Chapter 5).
+#: ``mlm``: the course's masked LM, ``course-mlm`` (BERT's architecture and loss,
+#: 4 layers of width 128; ``python -m llmbook.pretrain_mlm``).
 PRESETS: dict[str, TrainConfig] = {
     "tiny": TrainConfig(
         model=GPTConfig(
@@ -154,5 +182,25 @@ PRESETS: dict[str, TrainConfig] = {
         ema_decay=0.999,
         eval_every=250,
         compile=True,
+    ),  # fmt: skip
+    "mlm": TrainConfig(
+        objective="masked",
+        model=EncoderConfig(
+            vocab_size=2049,  # the course tokenizer's 2,048 tokens + <|mask|>
+            context_length=128,
+            d_model=128,
+            n_heads=4,
+            n_layers=4,
+            fused_attention=True,
+        ),
+        batch_size=16,
+        max_steps=900,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_steps=100,
+        weight_decay=0.01,
+        betas=(0.9, 0.98),
+        ema_decay=0.99,
+        eval_every=300,
     ),  # fmt: skip
 }

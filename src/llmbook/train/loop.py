@@ -1,8 +1,11 @@
 """The pretraining loop (Chapter 5): batches, steps, evaluation, checkpoints.
 
-Chapter 5 writes this loop inline first and then imports this copy; later chapters
-and ``python -m llmbook.pretrain`` use it. Each step is :func:`~llmbook.train.step.
-train_step`, the one the DDP runner and the benchmark also call.
+Chapter 5 writes this loop inline first and then imports this copy; later chapters,
+``python -m llmbook.pretrain`` (the GPT) and ``python -m llmbook.pretrain_mlm`` (the
+masked LM, ``TrainConfig(objective="masked")``) use it. Each step is
+:func:`~llmbook.train.step.train_step`, the one the DDP runner and the benchmark also
+call; the objective only changes the loss it is given (:func:`objective_loss`), the
+window length and the validation score.
 
 Determinism: the batch order comes from its own seeded ``torch.Generator``, dropout
 from the seeded global RNG, so a run repeats bit for bit on the same machine with the
@@ -24,23 +27,27 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from llmbook.data.batching import CourseData, window_iterator
+from llmbook.model.bert import MaskedLM
 from llmbook.model.gpt import GPT
 from llmbook.train.checkpoint import load_checkpoint, save_checkpoint
 from llmbook.train.config import TrainConfig
 from llmbook.train.history import History
+from llmbook.train.mlm import evaluate_mlm
+from llmbook.train.objectives import mlm_loss
 from llmbook.train.step import (
     autocast_context,
+    lm_loss,
     lr_at,
     make_optimizer,
     train_dtype,
     train_step,
 )
 
-__all__ = ["History", "update_ema", "evaluate_perplexity", "train"]
+__all__ = ["History", "update_ema", "evaluate_perplexity", "objective_loss", "train"]
 
 
 @torch.no_grad()
@@ -121,8 +128,45 @@ def evaluate_perplexity(
     return math.exp(total_nll / count)
 
 
+def objective_loss(
+    config: TrainConfig, step: int, eos_id: int
+) -> Callable[[nn.Module, Tensor], Tensor]:
+    """The loss :func:`~llmbook.train.step.train_step` minimises at optimiser step
+    ``step`` (0-based) of a run with ``config``.
+
+    Causal: :func:`~llmbook.train.step.lm_loss`. Masked: BERT's loss
+    (:func:`~llmbook.train.objectives.mlm_loss`; each non-EOS token chosen with
+    ``config.mask_prob``, 80/10/10), its masking drawn from a generator seeded with
+    the run's seed and the step, so that a resumed run masks exactly as one run
+    straight through would.
+    """
+    if config.objective == "causal":
+        return lm_loss
+    masking = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+
+    def loss(model: nn.Module, batch: Tensor) -> Tensor:
+        return mlm_loss(
+            model, batch, mask_id=config.mask_id,
+            vocab_size=config.model.vocab_size,  # as Hugging Face's len(tokenizer)
+            special_ids=(eos_id,), mask_prob=config.mask_prob, generator=masking,
+        )  # fmt: skip
+
+    return loss
+
+
+def validation_score(model: nn.Module, data: CourseData, config: TrainConfig) -> float:
+    """What a run reports at each evaluation: perplexity per token of the validation
+    documents (causal, :func:`evaluate_perplexity`), or over their masked tokens
+    under one fixed masking (masked, :func:`~llmbook.train.mlm.evaluate_mlm`)."""
+    if config.objective == "causal":
+        return evaluate_perplexity(model, data.val_docs, data.eos_id)
+    scores = evaluate_mlm(model, data.val_docs, eos_id=data.eos_id,
+                          mask_id=config.mask_id)  # fmt: skip
+    return scores["perplexity"]
+
+
 def train(
-    model: GPT,
+    model: GPT | MaskedLM,
     data: CourseData,
     config: TrainConfig,
     *,
@@ -135,6 +179,11 @@ def train(
     cpu_bf16: bool = False,
 ) -> History:
     """Train ``model`` on ``data`` with ``config``; returns the :class:`History`.
+
+    A GPT with ``config.objective == "causal"`` (windows of ``context_length + 1``
+    tokens, inputs and shifted targets), or a :class:`~llmbook.model.MaskedLM` with
+    ``"masked"`` (windows of ``context_length`` tokens, BERT's masking); the history's
+    ``val_perplexity`` is :func:`validation_score`.
 
     Args:
         steps: stop after this optimiser step (default ``config.max_steps``); the
@@ -180,16 +229,14 @@ def train(
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     forward = torch.compile(model) if config.compile else model
     skip = start * config.grad_accum
+    # window_iterator yields L + 1 tokens; an encoder needs no shifted targets
+    window = config.model.context_length - (config.objective == "masked")
     batches = window_iterator(
-        data.train_stream,
-        config.model.context_length,
-        config.batch_size,
-        config.seed,
-        skip,
+        data.train_stream, window, config.batch_size, config.seed, skip
     )
     model.train()
-    bar = tqdm(range(start, stop), desc="train", disable=not progress, initial=start,
-               total=stop)  # fmt: skip
+    bar = tqdm(range(start, stop), desc=config.objective, disable=not progress,
+               initial=start, total=stop)  # fmt: skip
     t0 = time.perf_counter()
     for step in bar:
         lr = lr_at(step, config)
@@ -205,6 +252,7 @@ def train(
             grad_clip=config.grad_clip,
             scaler=scaler,
             autocast=lambda: autocast_context(device, cpu_bf16),
+            loss_fn=objective_loss(config, step, data.eos_id),
         )
         loss_sum = loss.item()
         if ema is not None:
@@ -218,7 +266,7 @@ def train(
         if done % config.eval_every == 0 or done == stop:
             history.seconds += time.perf_counter() - t0
             scored = model if ema is None else ema
-            ppl = evaluate_perplexity(scored, data.val_docs, data.eos_id)
+            ppl = validation_score(scored, data, config)
             history.eval_step.append(done)
             history.val_perplexity.append(ppl)
             bar.set_postfix(loss=f"{loss_sum:.3f}", val_ppl=f"{ppl:.1f}")

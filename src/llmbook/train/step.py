@@ -117,12 +117,15 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     backward: Callable[[Tensor], None] | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    loss_fn: Callable[[nn.Module, Tensor], Tensor] = lm_loss,
 ) -> Tensor:
     """One optimiser step on the mean loss over ``micro_batches``.
 
-    Each (batch, L + 1) micro-batch contributes ``lm_loss / n_micro`` to the
-    gradient (gradient accumulation: the same update as one batch of them all);
-    then the gradient norm is clipped to ``grad_clip``, the optimiser steps with
+    Each micro-batch contributes ``loss_fn(model, batch) / n_micro`` to the gradient
+    (gradient accumulation: the same update as one batch of them all). ``loss_fn``
+    is :func:`lm_loss` of a (batch, L + 1) batch of windows by default; the masked
+    objective passes BERT's loss (:func:`llmbook.train.loop.objective_loss`). Then
+    the gradient norm is clipped to ``grad_clip``, the optimiser steps with
     learning rate ``lr`` (unchanged if None), and the gradients are cleared.
 
     Args:
@@ -145,7 +148,7 @@ def train_step(
     total = None
     for batch in micro_batches:
         with autocast():
-            loss = lm_loss(model, batch) / n
+            loss = loss_fn(model, batch) / n
         scaled = scaler.scale(loss) if scaler is not None else loss
         if backward is None:
             scaled.backward()
