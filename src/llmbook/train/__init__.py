@@ -10,7 +10,7 @@ Modules::
     history     what a run records
     checkpoint  save and resume a run exactly
     ddp         data-parallel training over torchrun (``python -m llmbook.train.ddp``)
-    mlm         the masked LM's tokenizer, evaluation and fill-mask (``course-mlm``)
+    mlm         the masked LM's tokenizer and evaluation (``course-mlm``)
 
 ``python -m llmbook.pretrain`` is the command line that trains a preset;
 ``python -m llmbook.pretrain_mlm`` trains the masked LM.
@@ -22,7 +22,6 @@ from llmbook.train.history import History
 from llmbook.train.loop import evaluate_perplexity, objective_loss, train, update_ema
 from llmbook.train.mlm import (
     evaluate_mlm,
-    fill_mask,
     mlm_tokenizer,
     most_frequent_tokens,
 )
@@ -48,7 +47,6 @@ __all__ = [
     "train",
     "update_ema",
     "evaluate_mlm",
-    "fill_mask",
     "mlm_tokenizer",
     "most_frequent_tokens",
     "autocast_context",

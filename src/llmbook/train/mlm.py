@@ -2,8 +2,8 @@
 
 ``mlm_tokenizer`` (the course tokenizer plus ``<|mask|>``), ``evaluate_mlm``
 (masked-token accuracy, top-5 accuracy and perplexity on held-out text under one
-fixed masking, beside the unigram baseline's accuracy), ``most_frequent_tokens``
-and ``fill_mask``.
+fixed masking, beside the unigram baseline's accuracy) and ``most_frequent_tokens``.
+Filling in masks is :func:`llmbook.decoding.fill_mask` (Chapter 6).
 
 Training is the causal LM's loop (:func:`llmbook.train.loop.train`) with
 ``TrainConfig(objective="masked")``: BERT's loss
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +26,10 @@ from torch import Tensor
 from llmbook.data.tokenization import MASK_TOKEN, course_tokenizer
 from llmbook.model.bert import MaskedLM
 
-if TYPE_CHECKING:  # pragma: no cover
-    from transformers import PreTrainedTokenizerFast
-
 __all__ = [
     "mlm_tokenizer",
     "most_frequent_tokens",
     "evaluate_mlm",
-    "fill_mask",
 ]
 
 
@@ -121,24 +116,3 @@ def evaluate_mlm(
         hits = torch.isin(labels, frequent[:5].to(labels.dtype))
         result["unigram_top5_accuracy"] = float(hits.float().mean())
     return result
-
-
-@torch.no_grad()
-def fill_mask(
-    model: MaskedLM, tokenizer: PreTrainedTokenizerFast, text: str, k: int = 5
-) -> list[tuple[str, float]]:
-    """The ``k`` most probable tokens at the one mask token of ``text``, with their
-    probabilities: ``fill_mask(model, tok, "def f(<|mask|>):")``. Leaves ``model``
-    in eval mode."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    where = [i for i, t in enumerate(ids) if t == tokenizer.mask_token_id]
-    if len(where) != 1:
-        raise ValueError(
-            f"text must hold exactly one {tokenizer.mask_token}, found {len(where)}"
-        )
-    device = next(model.parameters()).device
-    logits = model.eval()(torch.tensor([ids], device=device))[0, where[0]]
-    probs, best = logits.float().softmax(-1).topk(k)
-    return [
-        (tokenizer.decode([int(t)]), float(p)) for p, t in zip(probs, best, strict=True)
-    ]
