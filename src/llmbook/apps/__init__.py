@@ -1,4 +1,4 @@
-"""Part IV of the course: applications (Chapter 12).
+"""Applications (Chapter 12).
 
 Modules::
 

@@ -1,4 +1,4 @@
-"""Part I of the course: text in, token ids out (Chapters 1 and 2).
+"""Text in, token ids out (Chapters 1 and 2).
 
 Modules, in the order the pipeline runs::
 

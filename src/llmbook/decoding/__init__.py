@@ -1,4 +1,4 @@
-"""Part II of the course: using a trained model (Chapter 6).
+"""Using a trained model: decoding (Chapter 6).
 
 Modules:
 

@@ -1,4 +1,4 @@
-"""Part IV of the course: deploying a model (Chapter 11, Lab 9).
+"""Deploying a model (Chapter 11, Lab 9).
 
 Modules:
 

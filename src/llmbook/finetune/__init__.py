@@ -1,4 +1,4 @@
-"""Fine-tuning (Chapter 8): adapting a trained model with few trainable parameters.
+"""Fine-tuning (Chapter 7): adapting a trained model with few trainable parameters.
 
 Modules::
 

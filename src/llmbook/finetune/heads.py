@@ -1,4 +1,4 @@
-"""Task heads on top of an encoder (Chapter 8): classification and regression.
+"""Task heads on top of an encoder (Chapter 7): classification and regression.
 
 An encoder such as the course's :class:`~llmbook.model.MaskedLM` turns (batch, seq)
 ids into hidden states (batch, seq, d_model) (its ``encode``). A sequence task

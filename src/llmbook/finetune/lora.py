@@ -1,4 +1,4 @@
-"""LoRA, low-rank adaptation (Hu et al., 2021), built from scratch (Chapter 8).
+"""LoRA, low-rank adaptation (Hu et al., 2021), built from scratch (Chapter 7).
 
 A frozen linear layer ``y = x W^T + b`` (W: (out, in)) learns an update of rank r::
 

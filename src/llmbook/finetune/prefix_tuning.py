@@ -1,4 +1,4 @@
-"""Prefix tuning (Li & Liang, 2021), built from scratch (Chapter 8).
+"""Prefix tuning (Li & Liang, 2021), built from scratch (Chapter 7).
 
 Prompt tuning learns vectors at the *input*; prefix tuning learns them at every
 layer. Each attention layer gets ``n_prefix`` extra keys and values that every real

@@ -1,4 +1,4 @@
-"""Prompt tuning (Lester et al., 2021), built from scratch (Chapter 8).
+"""Prompt tuning (Lester et al., 2021), built from scratch (Chapter 7).
 
 The model stays frozen; what trains is a "soft prompt": ``n_virtual`` vectors of size
 d_model placed in front of the token embeddings, as if the input began with

@@ -1,4 +1,4 @@
-"""Part III of the course: evaluation (Chapter 8).
+"""Evaluation (Chapter 8).
 
 Modules::
 

@@ -1,4 +1,4 @@
-"""Part I of the course: the model (Chapters 3 and 4).
+"""The model (Chapters 3 and 4; the MoE layers of Chapter 10).
 
 Modules::
 

@@ -1,4 +1,4 @@
-"""Part I of the course: training (Chapter 5).
+"""Training (Chapter 5).
 
 Modules::
 
