@@ -366,9 +366,20 @@ def test_classifier_and_regressor(seed, pooling):
     unused = ("encoder.head_", "encoder.lm_head")  # the MLM head is not in encode()
     for name, p in clf.named_parameters():  # the encoder trains too
         assert (p.grad is not None) != name.startswith(unused), name
-    reg = SequenceRegressor(random_encoder(seed), pooling=pooling)
-    assert reg(ids, mask).shape == (BATCH,)
-    assert reg.loss(ids, torch.randn(BATCH), mask).item() > 0
+    reg = SequenceRegressor(random_encoder(seed), pooling=pooling).eval()
+    pred = reg(ids, mask)
+    assert pred.shape == (BATCH,)
+    torch.testing.assert_close(reg(other, mask), pred, rtol=0, atol=1e-6)
+    targets = torch.randn(BATCH, generator=torch.Generator().manual_seed(seed))
+    loss = reg.loss(ids, targets, mask)
+    assert loss.item() == pytest.approx(((pred - targets) ** 2).mean().item(), rel=1e-6)
+    # head and encoder learn: fifty full-batch Adam steps all but fit three targets
+    opt = torch.optim.Adam(reg.parameters(), lr=1e-2)
+    for _ in range(50):
+        opt.zero_grad()
+        reg.loss(ids, targets, mask).backward()
+        opt.step()
+    assert reg.loss(ids, targets, mask).item() < 0.1 * loss.item()
 
 
 def test_linear_probe_trains_only_the_head(seed):

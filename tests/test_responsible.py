@@ -385,9 +385,17 @@ def test_footprint_arithmetic():
     fp = footprint_from_flops(1.8e18, gpu, pue=1.2, kg_co2e_per_kwh=0.4)
     assert fp.seconds == pytest.approx(3600)
     assert fp.kwh == pytest.approx(0.6) and fp.kg_co2e == pytest.approx(0.24)
-    # the course GPT's own metadata: 6 N D is close to the matmul count
-    n = GPT(config)
-    assert sum(p.numel() for p in n.parameters()) > 0
+    # Kaplan's C = 6 N D, with N the matmul weights counted on a real model (every
+    # 2-D parameter but the position table; the tied LM head once), plus attention's
+    # two (seq x seq) products, 12 L T d per token, which 6 N D leaves out
+    for cfg in (config, from_pretrained("course-gpt").config):
+        model = GPT(cfg)
+        n = sum(p.numel() for name, p in model.named_parameters()
+                if p.dim() == 2 and name != "pos_emb.weight")  # fmt: skip
+        attention = 12 * cfg.n_layers * cfg.context_length * cfg.d_model
+        assert training_flops(cfg, 1000) == (6 * n + attention) * 1000
+    # for the course GPT the attention term adds about a tenth to 6 N D
+    assert 1.05 < training_flops(cfg, 1) / (6 * n) < 1.2
 
 
 def test_footprint_bad_inputs():
