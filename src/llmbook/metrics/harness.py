@@ -14,7 +14,8 @@ picks the highest. Two rules, as in lm-evaluation-harness:
 Anything with a method ``loglikelihood(contexts, continuations) -> np.ndarray``
 is a model here: :class:`CausalLMScorer` wraps a PyTorch causal LM and its
 tokenizer (batched, automatic device, bf16 autocast on CUDA), :class:`NGramScorer`
-an :class:`llmbook.data.ngram.NGramLM`, :class:`RandomScorer` is chance.
+an :class:`llmbook.data.ngram.NGramLM`. Chance is ``1 / len(choices)`` per item, computed
+exactly rather than sampled.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ __all__ = [
     "Scorer",
     "CausalLMScorer",
     "NGramScorer",
-    "RandomScorer",
     "evaluate_multiple_choice",
     "next_line_task",
     "docstring_task",
@@ -118,16 +118,6 @@ class NGramScorer:
                 history.append(token)
             out.append(total)
         return np.array(out)
-
-
-class RandomScorer:
-    """Chance: a random score per choice (so a uniformly random pick)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def loglikelihood(self, contexts, continuations) -> np.ndarray:
-        return self.rng.random(len(contexts))
 
 
 def evaluate_multiple_choice(
