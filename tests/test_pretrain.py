@@ -4,6 +4,7 @@ shipped course GPT, FLOP accounting."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -29,6 +30,7 @@ from llmbook.train import (
     TrainConfig,
     evaluate_perplexity,
     lm_loss,
+    lr_at,
     make_optimizer,
     train,
     train_step,
@@ -361,3 +363,36 @@ def test_command_line_trains_and_saves(tmp_path, capsys):
         results["val_perplexity"], rel=1e-6
     )
     assert "validation perplexity" in capsys.readouterr().out
+
+
+def test_aux_loss_and_on_step_hooks_equal_a_hand_written_loop():
+    """train(aux_loss=..., on_step=...) is the loop Chapter 10's study wrote by hand:
+    lm_loss + the auxiliary term, backward, clipping, AdamW on the schedule."""
+    config = tiny_config(model={"dropout": 0.0}, max_steps=6, eval_every=6)
+    data = course_data()
+
+    def penalty(model):  # any differentiable function of the model's state
+        return 1e-3 * model.lm_head.weight.pow(2).sum()
+
+    seen = []
+    torch.manual_seed(0)
+    ours = GPT(config.model)
+    theirs = copy.deepcopy(ours)
+    train(ours, data, config, progress=False, aux_loss=penalty,
+          on_step=lambda step, model: seen.append((step, model is ours)))  # fmt: skip
+    assert seen == [(step, True) for step in range(6)]
+    optimizer = make_optimizer(theirs, config)
+    batches = window_iterator(data.train_stream, config.model.context_length,
+                              config.batch_size, config.seed)  # fmt: skip
+    theirs.train()
+    for step in range(6):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        loss = lm_loss(theirs, next(batches)) + penalty(theirs)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(),
+                            strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)

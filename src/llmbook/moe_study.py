@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from llmbook.data import course_data, window_iterator
+from llmbook.data import course_data
 from llmbook.data.tokenization import course_tokenizer
 from llmbook.model.gpt import GPT, GPTConfig, count_parameters, model_flops_per_token
 from llmbook.model.moe import (
@@ -45,13 +45,7 @@ from llmbook.model.moe import (
     moe_layers,
     moe_parameter_counts,
 )
-from llmbook.train import (
-    TrainConfig,
-    evaluate_perplexity,
-    lm_loss,
-    lr_at,
-    make_optimizer,
-)
+from llmbook.train import PRESETS, History, TrainConfig, train
 from llmbook.utils import seed_everything
 
 __all__ = ["RUNS", "DEFAULT_RUNS", "BASE", "RESULTS", "run_one", "main"]
@@ -59,16 +53,8 @@ __all__ = ["RUNS", "DEFAULT_RUNS", "BASE", "RESULTS", "run_one", "main"]
 RESULTS = Path(__file__).resolve().parent / "weights" / "moe-study" / "results.json"
 LOAD_EVERY = 25
 
-BASE = GPTConfig(
-    vocab_size=2048,
-    context_length=128,
-    d_model=64,
-    n_heads=2,
-    n_layers=2,
-    d_ff=256,
-    dropout=0.0,
-    fused_attention=True,
-)
+#: the draft GPT's shape (2 layers of width 64, FFN 256, context 128), every run's
+BASE = PRESETS["draft"].model
 
 #: name -> (d_ff of a dense model, or the MoEConfig of an MoE model)
 RUNS: dict[str, int | MoEConfig] = {
@@ -175,34 +161,20 @@ def run_one(
     decode,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Train one run of ``RUNS`` and return its record."""
+    """Train one run of ``RUNS`` in the course's training loop and return its record."""
     seed_everything(seed)
     spec = RUNS[name]
     model, config, sizes = build(spec)
     train_cfg = TrainConfig(
-        model=config, batch_size=batch_size, max_steps=steps,
+        model=config, batch_size=batch_size, max_steps=steps, seed=seed,
         warmup_steps=steps // 10, eval_every=eval_every, lr=3e-3, min_lr=3e-4,
     )  # fmt: skip
     moe = spec if isinstance(spec, MoEConfig) else None
-    optimizer = make_optimizer(model, train_cfg)
-    batches = window_iterator(
-        data.train_stream, config.context_length, batch_size, seed
-    )
     record: dict[str, Any] = {"name": name, **sizes, "steps": [], "val_ppl": []}
     record["tokens_per_step"] = batch_size * config.context_length
     record["load_steps"], record["load"] = [], []
-    start = time.perf_counter()
-    model.train()
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, train_cfg)
-        loss = lm_loss(model, next(batches))
-        if moe is not None:
-            loss = loss + moe_aux_loss(model, moe)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+
+    def record_load(step: int, model: torch.nn.Module) -> None:
         if moe is not None and step % LOAD_EVERY == 0:
             loads = [
                 (layer.routing.counts().float() / layer.routing.index.numel()).tolist()
@@ -210,13 +182,17 @@ def run_one(
             ]
             record["load_steps"].append(step)
             record["load"].append(loads)
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
-            model.eval()
-            ppl = evaluate_perplexity(model, data.val_docs, data.eos_id)
-            model.train()
-            record["steps"].append(step + 1)
-            record["val_ppl"].append(round(ppl, 3))
-            print(f"{name:16s} step {step + 1:5d} val ppl {ppl:8.2f}", flush=True)
+
+    def report(step: int, history: History) -> None:
+        ppl = history.val_perplexity[-1]
+        record["steps"].append(step)
+        record["val_ppl"].append(round(ppl, 3))
+        print(f"{name:16s} step {step:5d} val ppl {ppl:8.2f}", flush=True)
+
+    start = time.perf_counter()
+    train(model, data, train_cfg, callback=report, progress=False,
+          aux_loss=None if moe is None else lambda m: moe_aux_loss(m, moe),
+          on_step=record_load)  # fmt: skip
     record["seconds"] = round(time.perf_counter() - start, 1)
     record["flops"] = [
         s * record["tokens_per_step"] * sizes["flops_per_token"]

@@ -154,6 +154,18 @@ def objective_loss(
     return loss
 
 
+def with_aux(
+    loss_fn: Callable[[nn.Module, Tensor], Tensor],
+    model: nn.Module,
+    aux_loss: Callable[[nn.Module], Tensor] | None,
+) -> Callable[[nn.Module, Tensor], Tensor]:
+    """``loss_fn`` plus ``aux_loss(model)`` (read after the forward pass), or
+    ``loss_fn`` itself when there is no auxiliary loss."""
+    if aux_loss is None:
+        return loss_fn
+    return lambda forward, batch: loss_fn(forward, batch) + aux_loss(model)
+
+
 def validation_score(model: nn.Module, data: CourseData, config: TrainConfig) -> float:
     """What a run reports at each evaluation: perplexity per token of the validation
     documents (causal, :func:`evaluate_perplexity`), or over their masked tokens
@@ -177,6 +189,8 @@ def train(
     callback: Callable[[int, History], None] | None = None,
     progress: bool = True,
     cpu_bf16: bool = False,
+    aux_loss: Callable[[nn.Module], Tensor] | None = None,
+    on_step: Callable[[int, nn.Module], None] | None = None,
 ) -> History:
     """Train ``model`` on ``data`` with ``config``; returns the :class:`History`.
 
@@ -197,6 +211,11 @@ def train(
         cpu_bf16: on a CPU with bf16 units (:func:`~llmbook.train.step.cpu_has_bf16`)
             run the forward pass under bf16 autocast (``python -m llmbook.pretrain``
             does by default); elsewhere on the CPU it trains in fp32 regardless.
+        aux_loss: a term added to every micro-batch's loss, computed from ``model``
+            after its forward pass (a mixture of experts' load-balancing loss,
+            Chapter 10).
+        on_step: called as ``on_step(step, model)`` after every optimiser step
+            (``step`` 0-based; Chapter 10 records the experts' load there).
 
     With ``config.ema_decay > 0`` the run keeps an exponential moving average of the
     weights (:func:`update_ema`), the validation perplexity is the average's, and on
@@ -252,9 +271,13 @@ def train(
             grad_clip=config.grad_clip,
             scaler=scaler,
             autocast=lambda: autocast_context(device, cpu_bf16),
-            loss_fn=objective_loss(config, step, data.eos_id),
+            loss_fn=with_aux(
+                objective_loss(config, step, data.eos_id), model, aux_loss
+            ),
         )
         loss_sum = loss.item()
+        if on_step is not None:
+            on_step(step, model)
         if ema is not None:
             update_ema(ema, model, config.ema_decay)
         history.step.append(step + 1)
