@@ -1,9 +1,9 @@
 """Dense versus mixture-of-experts GPTs on the course corpus (Chapter 10).
 
-``python -m llmbook.moe_study`` trains small GPTs of the same shape (the ``draft``
-preset's 2 layers of width 64, context 128) that differ only in their feed-forward
-networks, and writes what Chapter 10 plots to
-``src/llmbook/weights/moe-study/results.json``. The runs (the first four by
+``python -m llmbook.moe_study --out FILE`` trains small GPTs of the same shape (the
+``draft`` preset's 2 layers of width 64, context 128) that differ only in their
+feed-forward networks, in the course's training loop, and writes what Chapter 10
+plots to ``FILE`` (the shipped copy is ``llmbook/weights/moe-study/results.json``). The runs (the first four by
 default, ``--runs`` to choose):
 
 =================  ==============================================================
@@ -210,7 +210,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--val-docs", type=int, default=30)
     parser.add_argument("--runs", nargs="*", default=DEFAULT_RUNS)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out", type=Path, required=True,
+        help=f"the results file (the shipped one is {RESULTS.relative_to(RESULTS.parents[2])})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     unknown = sorted(set(args.runs) - set(RUNS))
     if unknown:

