@@ -26,6 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = ROOT / "tests" / "data" / "prose_figures.yml"
 
+_RANGE = r"[\d.]+(?:\s?[–-]\s?[\d.]+)?"  # 2.1 or 2.1–2.4
 _FENCE = re.compile(r"^(`{3,}|:{3,}).*?^\1\s*$", re.S | re.M)
 _DISPLAY_MATH = re.compile(r"\$\$.*?\$\$", re.S)
 _INLINE_MATH = re.compile(r"\$[^$\n]+\$")
@@ -35,8 +36,8 @@ _STRIP = [
     re.compile(r"\]\([^)]*\)"),  # link targets
     re.compile(r"^#{1,6} .*$", re.M),  # headings: section numbers
     re.compile(r"^\s*:\w+:.*$", re.M),  # directive options
-    re.compile(r"\b(?:00[0-4]|seed) §[\d.]+(?:[, ]+§?[\d.]+)*"),  # seed sections
-    re.compile(r"§\s?[\d.]+"),  # section references
+    re.compile(rf"\b(?:00[0-4]|seed) §{_RANGE}(?:[, ]+§?{_RANGE})*"),  # seed sections
+    re.compile(rf"§\s?{_RANGE}"),  # section references (and ranges)
     re.compile(
         r"\b(?:Chapters?|Labs?|Sections?|Exercises?|Figure|Table|Step)"
         r" \d+(?:\.\d+)*(?:\s*(?:–|-|and|,)\s*\d+)*"

@@ -23,7 +23,7 @@ from prose_figures import (
 
 def test_figures_are_found_in_running_text_only():
     text = (
-        "MiniLM finds 54.1% of the 135 questions (Chapter 7, §1.4, seed 002 §6.1) and "
+        "MiniLM finds 54.1% of the 135 questions (Chapter 7, §1.4–1.5, 002 §6.1–6.3) and "
         "chrF moves by -2.5 to +3.6 over 2,590 chunks {cite}`lewis2020rag`.\n"
         "## 3. Code `x = 0.25` and $e^{0.5}$\n```python\nprint(0.999)\n```\n"
     )
