@@ -77,6 +77,33 @@ def test_corpus_bleu_matches_sacrebleu_on_random_corpora(seed):
     assert nonzero > 50  # the comparison is not all zeros
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_corpus_bleu_tokenize_option_matches_sacrebleus(seed):
+    """tokenize= as sacrebleu's: whitespace ("none") and Chapter 9's Chinese ("zh")."""
+    from llmbook.translate import tokenize_zh
+
+    rng = random.Random(200 + seed)
+    zh = list("搜索文档的函数。，返回值") + ["Python", "3.5", "(", ")", " "]
+    for _ in range(60):
+        hyps, refs = random_corpus(rng)
+        ours = M.corpus_bleu(hyps, refs, tokenize=str.split)
+        theirs = sacrebleu.corpus_bleu(hyps, refs, tokenize="none").score
+        assert ours == pytest.approx(theirs, abs=BLEU_TOL), (hyps, refs)
+        n = rng.randint(1, 6)
+        hyps = [
+            "".join(rng.choice(zh) for _ in range(rng.randint(0, 12))) for _ in range(n)
+        ]
+        refs = [
+            [
+                "".join(rng.choice(zh) for _ in range(rng.randint(1, 12)))
+                for _ in range(n)
+            ]
+        ]
+        ours = M.corpus_bleu(hyps, refs, tokenize=tokenize_zh)
+        theirs = sacrebleu.corpus_bleu(hyps, refs, tokenize="zh").score
+        assert ours == pytest.approx(theirs, abs=BLEU_TOL), (hyps, refs)
+
+
 def test_corpus_bleu_edge_cases():
     cases = [
         ([""], [["the cat sat on the mat"]]),  # empty hypothesis

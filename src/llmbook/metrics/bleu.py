@@ -31,12 +31,13 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "BLEUStats",
     "tokenize_13a",
+    "split_punctuation",
     "ngram_counts",
     "bleu_stats",
     "bleu_from_stats",
@@ -71,10 +72,15 @@ def tokenize_13a(text: str) -> list[str]:
     text = text.replace("\n", " ")
     for entity, char in _ENTITIES.items():  # order matters: &amp;lt; -> &lt;
         text = text.replace(entity, char)
-    text = f" {text} "
+    return split_punctuation(f" {text} ").split()
+
+
+def split_punctuation(text: str) -> str:
+    """13a's regular expressions alone: spaces around the punctuation it splits off
+    (see ``_RULES``). Other tokenisers build on it (Chapter 9's ``tokenize_zh``)."""
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
-    return text.split()
+    return text
 
 
 def ngram_counts(tokens: Sequence[str], max_order: int = 4) -> Counter:
@@ -117,17 +123,23 @@ def _closest_length(hyp_len: int, ref_lens: Sequence[int]) -> int:
 
 
 def bleu_stats(
-    hypothesis: str, references: Sequence[str], max_order: int = 4
+    hypothesis: str,
+    references: Sequence[str],
+    max_order: int = 4,
+    tokenize: Callable[[str], list[str]] | None = None,
 ) -> BLEUStats:
     """Clipped n-gram matches, n-gram totals and lengths of one segment.
 
     An n-gram's count in the hypothesis is clipped to its largest count in any one
-    reference. Raises ``ValueError`` for a segment without references.
+    reference. ``tokenize`` splits a text into tokens (default :func:`tokenize_13a`;
+    sacrebleu's ``tokenize=`` option; Chapter 9 passes its Chinese tokeniser).
+    Raises ``ValueError`` for a segment without references.
     """
     if len(references) == 0:
         raise ValueError("each hypothesis needs at least one reference, got none")
-    hyp = tokenize_13a(hypothesis)
-    refs = [tokenize_13a(r) for r in references]
+    tokenize = tokenize or tokenize_13a
+    hyp = tokenize(hypothesis)
+    refs = [tokenize(r) for r in references]
     max_ref: Counter = Counter()
     for ref in refs:
         max_ref |= ngram_counts(ref, max_order)  # | keeps the larger count
@@ -192,8 +204,13 @@ def transpose_references(references: Sequence[Sequence[str]], n: int) -> list[li
     return [[s[i] for s in references if s[i] is not None] for i in range(n)]
 
 
-def corpus_bleu(hypotheses: list[str], references: list[list[str]]) -> float:
-    """Corpus BLEU on a 0-100 scale, equal to ``sacrebleu.corpus_bleu(...).score``.
+def corpus_bleu(
+    hypotheses: list[str],
+    references: list[list[str]],
+    tokenize: Callable[[str], list[str]] | None = None,
+) -> float:
+    """Corpus BLEU on a 0-100 scale, equal to ``sacrebleu.corpus_bleu(...).score``
+    (``tokenize``: as in :func:`bleu_stats`, default 13a).
 
     Args:
         hypotheses: one system output per segment (detokenised text).
@@ -212,7 +229,7 @@ def corpus_bleu(hypotheses: list[str], references: list[list[str]]) -> float:
     per_segment = transpose_references(references, len(hypotheses))
     total = BLEUStats(0, 0, [0] * 4, [0] * 4)
     for hyp, refs in zip(hypotheses, per_segment, strict=True):
-        total = total + bleu_stats(hyp, refs)
+        total = total + bleu_stats(hyp, refs, tokenize=tokenize)
     return bleu_from_stats(total)
 
 

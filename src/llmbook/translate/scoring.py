@@ -10,8 +10,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from llmbook.data.parallel import CATALOGS, Pair, load_parallel, n_words
-from llmbook.metrics.bleu import _RULES as _13A_RULES  # the regexp part of 13a
-from llmbook.metrics.bleu import BLEUStats, bleu_from_stats, ngram_counts
+from llmbook.metrics.bleu import (
+    BLEUStats,
+    bleu_from_stats,
+    bleu_stats,
+    split_punctuation,
+)
 from llmbook.metrics.overlap import chrf_from_stats, chrf_stats, corpus_chrf
 from llmbook.metrics.statistics import bootstrap_ci
 
@@ -40,25 +44,7 @@ def tokenize_zh(text: str) -> list[str]:
     full-width form) is a token; the rest is split by the regular expressions of
     ``13a`` (without its HTML-entity step)."""
     text = "".join(f" {c} " if _is_zh(c) else c for c in text.strip())
-    for pattern, replacement in _13A_RULES:
-        text = pattern.sub(replacement, text)
-    return text.split()
-
-
-def _bleu_stats_zh(hyp: str, refs: Sequence[str]) -> BLEUStats:
-    hyp_tokens = tokenize_zh(hyp)
-    ref_tokens = [tokenize_zh(r) for r in refs]
-    max_ref: Counter = Counter()
-    for ref in ref_tokens:
-        max_ref |= ngram_counts(ref, 4)
-    matches, totals = [0] * 4, [0] * 4
-    for gram, count in ngram_counts(hyp_tokens, 4).items():
-        totals[len(gram) - 1] += count
-        matches[len(gram) - 1] += min(count, max_ref[gram])
-    ref_len = min(
-        (len(r) for r in ref_tokens), key=lambda n: (abs(n - len(hyp_tokens)), n)
-    )
-    return BLEUStats(len(hyp_tokens), ref_len, matches, totals)
+    return split_punctuation(text).split()
 
 
 def corpus_bleu_zh(
@@ -79,7 +65,7 @@ def corpus_bleu_zh(
     for hyp, refs in zip(hypotheses, references, strict=True):
         if isinstance(refs, str) or len(refs) == 0:
             raise ValueError(f"references of {hyp!r} must be a non-empty list of str")
-        total = total + _bleu_stats_zh(hyp, refs)
+        total = total + bleu_stats(hyp, refs, tokenize=tokenize_zh)
     return bleu_from_stats(total)
 
 
