@@ -5,8 +5,9 @@
     python -m llmbook.pretrain_mlm --out runs/course-mlm
     python -m llmbook.pretrain_mlm --evaluate course-mlm
 
-trains ``PRESETS["mlm"]``, BERT's architecture (4 layers of width 128) with BERT's
-masked-LM loss, in the course's one training loop (:func:`llmbook.train.train` with
+trains ``PRESETS["mlm"]``, BERT's architecture (4 layers of width 128, windows of 32
+tokens) with BERT's masked-LM loss at a 40 % masking rate (the preset's note says why),
+in the course's one training loop (:func:`llmbook.train.train` with
 ``objective="masked"``; bf16 autocast on a CPU with bf16 units, as
 ``python -m llmbook.pretrain``), and saves it with its results and the course
 tokenizer plus ``<|mask|>``. The model that ships as ``llmbook/weights/course-mlm/``
