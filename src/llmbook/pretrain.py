@@ -18,7 +18,6 @@ The pieces live in :mod:`llmbook.train` (config, step, loop, checkpoints) and
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from llmbook.model import (
 )
 from llmbook.model.pretrained import tokenizer_path
 from llmbook.train import PRESETS, evaluate_perplexity, train, train_dtype
+from llmbook.train.command import training_parser
 from llmbook.utils import get_device, seed_everything
 
 __all__ = ["evaluate", "main"]
@@ -81,35 +81,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m llmbook.pretrain``: train a preset and save it with its results
     (``--out DIR``), or evaluate a saved model against the n-gram baseline
     (``--evaluate NAME_OR_DIR``)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m llmbook.pretrain", description=main.__doc__
-    )
+    parser = training_parser(
+        "python -m llmbook.pretrain", main.__doc__,
+        evaluates="its held-out perplexity and the n-gram baseline's",
+    )  # fmt: skip
     causal = sorted(name for name, c in PRESETS.items() if c.objective == "causal")
     parser.add_argument("--preset", choices=causal, default="cpu")
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--out", help="directory for the trained model")
-    target.add_argument(
-        "--evaluate",
-        metavar="MODEL",
-        help="a shipped model's name (course-gpt) or a saved directory: print its "
-        "held-out perplexity and the n-gram baseline's",
-    )
-    parser.add_argument("--steps", type=int, default=None, help="override max_steps")
-    parser.add_argument(
-        "--device", default=None, help="cuda, mps or cpu (default: best)"
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    parser.add_argument(
-        "--fp32",
-        action="store_true",
-        help="on the CPU train in fp32 even where the CPU has bf16 units (default: "
-        "bf16 autocast there; the shipped course-gpt was trained in fp32)",
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="resume from OUT/checkpoint.pt"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     if args.threads:

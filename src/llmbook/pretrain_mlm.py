@@ -22,7 +22,6 @@ unigram baseline's (always the training split's most frequent token).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from llmbook.train import (
     train,
     train_dtype,
 )
+from llmbook.train.command import training_parser
 from llmbook.utils import get_device, seed_everything
 
 __all__ = ["evaluate", "main"]
@@ -72,29 +72,10 @@ def evaluate(name_or_path: str | Path = "course-mlm") -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m llmbook.pretrain_mlm``: train the course masked LM and save it
     with its results (``--out DIR``), or score a saved one (``--evaluate``)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m llmbook.pretrain_mlm", description=main.__doc__
-    )
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--out", help="directory for the model")
-    target.add_argument(
-        "--evaluate",
-        metavar="MODEL",
-        help="a shipped model's name (course-mlm) or a saved directory: print its "
-        "masked-token accuracy and the unigram baseline's",
-    )
-    parser.add_argument("--steps", type=int, default=None, help="override max_steps")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu")
-    parser.add_argument(
-        "--fp32",
-        action="store_true",
-        help="on the CPU train in fp32 even where the CPU has bf16 units",
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="resume from OUT/checkpoint.pt"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser = training_parser(
+        "python -m llmbook.pretrain_mlm", main.__doc__,
+        evaluates="its masked-token accuracy and the unigram baseline's",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     if args.threads:

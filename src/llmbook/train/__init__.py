@@ -10,6 +10,7 @@ Modules::
     history     what a run records
     checkpoint  save and resume a run exactly
     ddp         data-parallel training over torchrun (``python -m llmbook.train.ddp``)
+    command     the options the training command lines share
     mlm         the masked LM's tokenizer and evaluation (``course-mlm``)
 
 ``python -m llmbook.pretrain`` is the command line that trains a preset;
