@@ -37,20 +37,7 @@ APPENDIX_PAGES = [ROOT / "book" / "faq.md", ROOT / "book" / "tools.md"]
 # owner adds the link (then remove the entry here). Value: (chapter file, word used).
 # The word must occur in the chapter, in the section that the entry's "First use" names.
 # These are the terms the chapters introduce beyond the seeds' vocabulary.
-AWAITING_CHAPTER_LINK = {
-    "top-p sampling": ("06_decoding", "top-p"),
-    "min-p sampling": ("06_decoding", "min-p"),
-    "repetition penalty": ("06_decoding", "repetition penalty"),
-    "length penalty": ("06_decoding", "length penalty"),
-    "KV cache": ("06_decoding", "key-value cache"),
-    "speculative decoding": ("06_decoding", "speculative decoding"),
-    "linear probe": ("07_finetuning", "linear probe"),
-    "TF-IDF": ("07_finetuning", "TF-IDF"),
-    "catastrophic forgetting": ("07_finetuning", "catastrophic forgetting"),
-    "parameter-efficient fine-tuning": ("07_finetuning", "parameter-efficient"),
-    "DPO": ("07_finetuning", "DPO"),
-    "reward model": ("07_finetuning", "reward model"),
-    "macro average": ("07_finetuning", "macro"),
+AWAITING_CHAPTER_LINK: dict[str, tuple[str, str]] = {
 }  # fmt: skip
 # Seed terms no chapter uses (yet): the FAQ or the tools page uses and links them.
 APPENDIX_ONLY = {
