@@ -117,13 +117,13 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     backward: Callable[[Tensor], None] | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    loss_fn: Callable[[nn.Module, Tensor], Tensor] = lm_loss,
+    loss_fn: Callable[[nn.Module, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """One optimiser step on the mean loss over ``micro_batches``.
 
     Each micro-batch contributes ``loss_fn(model, batch) / n_micro`` to the gradient
     (gradient accumulation: the same update as one batch of them all). ``loss_fn``
-    is :func:`lm_loss` of a (batch, L + 1) batch of windows by default; the masked
+    is :func:`lm_loss` of a (batch, L + 1) batch of windows when None; the masked
     objective passes BERT's loss (:func:`llmbook.train.loop.objective_loss`). Then
     the gradient norm is clipped to ``grad_clip``, the optimiser steps with
     learning rate ``lr`` (unchanged if None), and the gradients are cleared.
@@ -141,6 +141,7 @@ def train_step(
     micro_batches = list(micro_batches)
     if not micro_batches:
         raise ValueError("train_step needs at least one micro-batch")
+    loss_fn = loss_fn or lm_loss
     if lr is not None:
         for group in optimizer.param_groups:
             group["lr"] = lr
