@@ -122,7 +122,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Data-parallel pretraining of a small course GPT (run under "
         "torchrun for several ranks; without it, one process is the reference).",
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    causal = sorted(name for name, c in PRESETS.items() if c.objective == "causal")
+    parser.add_argument("--preset", choices=causal, default="tiny")  # GPT presets
     parser.add_argument("--d-model", type=int, default=None, help="override d_model")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--global-batch", type=int, default=16, help="blocks per step")
