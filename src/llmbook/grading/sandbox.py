@@ -36,6 +36,7 @@ without any of this (still in a temporary folder, with the per-process limits).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -172,10 +173,27 @@ def llmbook_files(modules: tuple[str, ...] | None) -> list[str]:
     """Paths (under the package) of the harness, of `modules` with what they import
     (and their parent packages), and of the package's data files.
 
-    None: the whole package (``[""]``).
+    None: the whole package (``[""]``). Computed once per `modules` (it parses the
+    package's source, which does not change while a grading run lasts), under
+    :data:`AST_LOCK`.
     """
+    with AST_LOCK:
+        return list(_llmbook_files(modules))
+
+
+#: Held while a grading thread builds or compiles Python ASTs (the package's imports
+#: here; integrity flags and the trusted checks in ``grade``): CPython 3.11's ast
+#: module keeps its recursion depth in state that threads share, and two threads
+#: converting ASTs at once can fail with "SystemError: AST constructor recursion depth
+#: mismatch" (seen once under load). The sandboxed runs, where the time goes, stay
+#: parallel.
+AST_LOCK = threading.RLock()
+
+
+@functools.lru_cache(maxsize=64)
+def _llmbook_files(modules: tuple[str, ...] | None) -> tuple[str, ...]:
     if modules is None:
-        return [""]
+        return ("",)
     root = package_dir()
     files: set[str] = set(HARNESS_FILES)
     todo = [m for m in modules if m == "llmbook" or m.startswith("llmbook.")]
@@ -197,7 +215,7 @@ def llmbook_files(modules: tuple[str, ...] | None) -> list[str]:
         if path.is_file() and path.suffix not in (".py", ".pyc", ".pyo"):
             if "__pycache__" not in path.parts:
                 files.add(str(path.relative_to(root)))
-    return sorted(files)
+    return tuple(sorted(files))
 
 
 def _imported(path: Path, module: str, is_package: bool) -> list[str]:
