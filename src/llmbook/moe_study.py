@@ -3,8 +3,8 @@
 ``python -m llmbook.moe_study --out FILE`` trains small GPTs of the same shape (the
 ``draft`` preset's 2 layers of width 64, context 128) that differ only in their
 feed-forward networks, in the course's training loop, and writes what Chapter 10
-plots to ``FILE`` (the shipped copy is ``llmbook/weights/moe-study/results.json``). The runs (the first four by
-default, ``--runs`` to choose):
+plots to ``FILE`` (the shipped copy is ``llmbook/weights/moe-study/results.json``).
+The runs (the first four by default, ``--runs`` to choose):
 
 =================  ==============================================================
 ``dense``          one FFN of width 256 per block

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from llmbook.data import course_data
+from llmbook.data import CourseData, course_data
 from llmbook.model import MaskedLM, from_pretrained, save_pretrained
 from llmbook.train import (
     PRESETS,
@@ -52,6 +52,15 @@ def report(name: str, scores: dict[str, Any]) -> None:
           "tokens")  # fmt: skip
 
 
+def score(model: MaskedLM, data: CourseData) -> dict[str, Any]:
+    """:func:`~llmbook.train.evaluate_mlm` on the validation documents (the mask is
+    the model's last id), with the unigram baseline from the training split."""
+    mask_id = model.config.vocab_size - 1
+    frequent = most_frequent_tokens(data.train_stream, mask_id, exclude=[data.eos_id])
+    return evaluate_mlm(model, data.val_docs, eos_id=data.eos_id, mask_id=mask_id,
+                        frequent=frequent)  # fmt: skip
+
+
 def evaluate(name_or_path: str | Path = "course-mlm") -> dict[str, Any]:
     """Score a saved masked LM on the validation documents against the unigram
     baseline; prints ``NAME masked-token top-1 A, top-5 A5, unigram top-1 U, N
@@ -60,10 +69,7 @@ def evaluate(name_or_path: str | Path = "course-mlm") -> dict[str, Any]:
     if not isinstance(model, MaskedLM):
         raise ValueError(f"{name_or_path} is a {type(model).__name__}, not a masked LM")
     size = model.config.vocab_size - 1  # the course tokenizer's, without the mask
-    data = course_data(size, PRESETS["mlm"].corpus)
-    frequent = most_frequent_tokens(data.train_stream, size, exclude=[data.eos_id])
-    scores = evaluate_mlm(model, data.val_docs, eos_id=data.eos_id,
-                          mask_id=size, frequent=frequent)  # fmt: skip
+    scores = score(model, course_data(size, PRESETS["mlm"].corpus))
     name = Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
     report(name, scores)
     return scores
@@ -97,9 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     checkpoint_path=out / "checkpoint.pt", resume=args.resume,
                     progress=not args.quiet, cpu_bf16=not args.fp32)  # fmt: skip
     model.cpu()
-    frequent = most_frequent_tokens(data.train_stream, size, exclude=[data.eos_id])
-    scores = evaluate_mlm(model, data.val_docs, eos_id=data.eos_id,
-                          mask_id=config.mask_id, frequent=frequent)  # fmt: skip
+    scores = score(model, data)
     results = {
         "train_config": config.to_dict(),
         "device": str(device),

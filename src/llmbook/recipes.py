@@ -72,9 +72,8 @@ RECIPES: dict[str, Recipe] = {
     "course-gpt-sft": Recipe(
         "the course GPT after LoRA instruction tuning (Chapter 7)",
         None,
-        note="made by Chapter 7's notebook through Section 4.5 (LoRA r=8 instruction tuning, "
-        "merged; its config.json says how); "
-        "no command yet",
+        note="made by Chapter 7's notebook through Section 4.5 (LoRA r=8 instruction "
+        "tuning, merged; its config.json says how); no command yet",
     ),
 }
 

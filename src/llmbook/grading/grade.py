@@ -14,9 +14,6 @@ from llmbook.grading import bundle as bundles
 from llmbook.grading import integrity, report, runner, sandbox, scoring
 from llmbook.grading.notebook import SubmissionError, read_submission, sha256_file
 
-#: Held while a worker thread builds or compiles Python ASTs (see sandbox.AST_LOCK).
-AST_LOCK = sandbox.AST_LOCK
-
 __all__ = ["GradeOptions", "grade_notebook", "grade_submissions"]
 
 MAX_WORKERS = 2
@@ -77,7 +74,7 @@ def grade_notebook(b: bundles.Bundle, path: Path, options: GradeOptions) -> Grad
         q: sorted({p for t in tests for p in t.params}) for q, tests in b.tests.items()
     }
     try:
-        with AST_LOCK:
+        with sandbox.AST_LOCK:
             flags = integrity.integrity_flags(sub.cells, b.lab, params)
     except (RecursionError, MemoryError, ValueError):
         flags = ["notebook: code too large or too deep to analyse"]
@@ -90,7 +87,7 @@ def grade_notebook(b: bundles.Bundle, path: Path, options: GradeOptions) -> Grad
         timeout=options.timeout,
         limits=options.limits,
     )
-    with AST_LOCK:
+    with sandbox.AST_LOCK:
         results = [
             scoring.score_question(
                 b, q, exports.questions.get(q), exports.stores.get(q)
@@ -178,7 +175,8 @@ def grade_submissions(
         sandbox.check_roots_exclude(
             sandbox.readable_roots(), [autograder, submissions, out_csv.parent]
         )
-    with AST_LOCK:  # the tests' ASTs, parsed once here before the worker threads start
+    # the tests' ASTs, parsed once here before the worker threads start
+    with sandbox.AST_LOCK:
         _ = (b.sites, b.plans)
     zip_hash = _hash(autograder)
     hashes = {p: _hash(p) for p in files}
