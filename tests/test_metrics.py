@@ -481,3 +481,31 @@ def test_contamination_overlap():
     assert index.overlap("completely different words go here now") == 0.0
     assert 0 < index.overlap("the quick brown fox sleeps soundly at home") < 1
     assert index.overlap("too short") == 0.0
+
+
+@pytest.mark.parametrize("n", [3, 5, 12])
+def test_paired_t_interval_agrees_with_scipy(n):
+    from scipy import stats
+
+    rng = np.random.default_rng(902 + n)
+    a = rng.normal(200.0, 20.0, n)
+    b = a + rng.normal(5.0, 4.0, n)  # B about 5 higher, paired by seed
+    result = M.paired_t_interval(a, b)
+    test = stats.ttest_rel(a, b)
+    ci = test.confidence_interval(0.95)
+    assert result.difference == pytest.approx(float(np.mean(a - b)), rel=1e-12)
+    assert (result.low, result.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert result.p_value == pytest.approx(test.pvalue, rel=1e-9)
+    # three seeds widen the interval by t(2) = 4.30 standard errors, not 1.96
+    if n == 3:
+        se = np.std(a - b, ddof=1) / math.sqrt(3)
+        assert result.high - result.difference == pytest.approx(4.3027 * se, rel=1e-4)
+
+
+def test_paired_t_interval_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least two pairs"):
+        M.paired_t_interval([1.0], [2.0])
+    with pytest.raises(ValueError, match="same length"):
+        M.paired_t_interval([1.0, 2.0], [2.0])
+    with pytest.raises(ValueError, match="confidence"):
+        M.paired_t_interval([1.0, 2.0], [2.0, 3.0], confidence=1.5)

@@ -68,6 +68,7 @@ from llmbook.metrics.statistics import (
     cohen_kappa,
     examples_needed,
     paired_bootstrap,
+    paired_t_interval,
     permutation_test,
 )
 
@@ -115,5 +116,6 @@ __all__ = [
     "cohen_kappa",
     "examples_needed",
     "paired_bootstrap",
+    "paired_t_interval",
     "permutation_test",
 ]
