@@ -33,6 +33,7 @@ from llmbook.apps.codecomplete import (
     doctest_tasks,
     edit_similarity,
     expression_check,
+    first_line,
     gpt_line,
     gpt_next_tokens,
     greedy_line,
@@ -40,6 +41,7 @@ from llmbook.apps.codecomplete import (
     identifiers,
     item_measures,
     lcs_length,
+    line_prompt,
     line_tokens,
     next_line_items,
     ngram_next_token,
@@ -351,6 +353,20 @@ def test_greedy_line_stops_at_newline():
         lambda ids: seen.append(list(ids)) or next(script), [5], decode, stop_ids=[9]
     )
     assert seen == [[5], [5, 1], [5, 1, 4]]
+    # after a blank line: the prompt stops before it, and the model must write it
+    script = iter([1, 3, 2, 1, 2])
+    tokens = [next(script) for _ in range(5)]  # "\n    ab" "e" "c\nd" "\n    ab" ...
+    assert first_line(iter(tokens), decode, skip_lines=1) == "d"
+    assert first_line(iter(tokens), decode, skip_lines=2) == "    abc"
+    assert first_line(iter(tokens[:2]), decode, skip_lines=1) == ""
+    with pytest.raises(ValueError, match="skip_lines"):
+        first_line(iter(tokens), decode, skip_lines=-1)
+
+
+def test_line_prompt_cuts_blank_lines_and_spaces():
+    assert line_prompt("def f():\n    x = 1") == ("def f():\n    x = 1", 0)
+    assert line_prompt("def f():\n    x = 1\n\n") == ("def f():\n    x = 1", 2)
+    assert line_prompt("    x = 1  \n   ") == ("    x = 1", 1)
 
 
 def test_gpt_line_with_cache_equals_greedy_without(tokenizer):

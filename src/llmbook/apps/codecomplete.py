@@ -39,6 +39,7 @@ __all__ = [
     "DoctestTask",
     "next_line_items",
     "first_line",
+    "line_prompt",
     "rule_tokens",
     "greedy_line",
     "gpt_tokens",
@@ -140,27 +141,43 @@ def first_line(
     tokens: Iterable[int],
     decode: Callable[[list[int]], str],
     stop_ids: Sequence[int] = (),
+    skip_lines: int = 0,
 ) -> str:
     """Read generated tokens until the text holds a whole new line; return that line.
 
     The prompt is expected to end *before* a line break: byte-level BPE merges a line
     break with the indentation after it (``"\n        "`` is one token), so a prompt
     that ended with a bare ``"\n"`` would show the model a token split it never saw
-    in training. The model writes the line break and the line; reading stops at a
-    second line break, at a token in `stop_ids`, or when `tokens` runs out. Returns
+    in training. The model writes the line break and the line; reading stops at the
+    next line break, at a token in `stop_ids`, or when `tokens` runs out. Returns
     the text between the first and second line break (empty when the model did not
-    start a new line).
+    start a new line). With `skip_lines` = k, the model is expected to write k
+    (blank) lines first, and the line returned is the one after the (k + 1)-th line
+    break: a prompt cut before the blank lines that precede the target line.
     """
+    if skip_lines < 0:
+        raise ValueError(f"skip_lines must be >= 0, got {skip_lines}")
     new: list[int] = []
     for token in tokens:
         if token in stop_ids:
             break
         new.append(token)
-        text = decode(new)
-        if "\n" in text and "\n" in text.split("\n", 1)[1]:
+        if decode(new).count("\n") > skip_lines + 1:
             break
     parts = decode(new).split("\n")
-    return parts[1] if len(parts) > 1 else ""
+    return parts[skip_lines + 1] if len(parts) > skip_lines + 1 else ""
+
+
+def line_prompt(context: str) -> tuple[str, int]:
+    """The prompt for the line after `context`, and the number of blank lines the
+    model must write before it (`skip_lines` of :func:`first_line`).
+
+    A context that ends with blank lines (the target follows an empty line) would end
+    the prompt with a bare line break; it is cut before them instead, like every
+    other prompt of this module (trailing whitespace goes too).
+    """
+    prompt = context.rstrip()
+    return prompt, context[len(prompt) :].count("\n")
 
 
 def rule_tokens(
@@ -517,18 +534,20 @@ def score_item(
 ) -> dict[str, LineScores]:
     """All measures of one next-line item, for each model of `completers`.
 
-    The line is the first line of a greedy continuation of the context
-    (:func:`first_line`, at most `max_new_tokens` tokens); each identifier gets at most
-    `identifier_tokens` new tokens.
+    The line is read from a greedy continuation (at most `max_new_tokens` tokens) of
+    the context cut by :func:`line_prompt`, with :func:`first_line`; each identifier
+    gets at most `identifier_tokens` new tokens.
     """
     target = item.target.strip()
     ids, start = line_tokens(item.context, item.target, encode)
     counted = [p for p in range(start, len(ids)) if decode([ids[p]]).strip()]
     prompts = [(encode(p), e) for p, e in identifier_prompts(item.context, item.target)]
+    prompt, skip = line_prompt(item.context)
+    prompt_ids = encode(prompt)
     scores = {}
     for name, model in completers.items():
         line = first_line(
-            model.generate(encode(item.context), max_new_tokens), decode, model.stop_ids
+            model.generate(prompt_ids, max_new_tokens), decode, model.stop_ids, skip
         ).strip()
         predicted = model.predict(ids, start)
         right = sum(predicted[p - start] == ids[p] for p in counted)
