@@ -2,7 +2,9 @@
 
 Every mechanism is compared with a reference: exact search with scikit-learn's
 NearestNeighbors, chat templates with transformers' apply_chat_template, the fast
-n-gram greedy rule with a brute-force argmax over the whole vocabulary.
+n-gram greedy rule with a brute-force argmax over the whole vocabulary, edit
+similarity with rapidfuzz's fuzz.ratio and a dynamic programme, teacher-forced GPT
+predictions with one forward pass per position.
 """
 
 from __future__ import annotations
@@ -22,13 +24,29 @@ from llmbook.apps.chat import (
     fit_to_context,
 )
 from llmbook.apps.codecomplete import (
+    MEASURES,
+    Completer,
+    LineItem,
+    LineScores,
+    completes_identifier,
     doctest_check,
     doctest_tasks,
+    edit_similarity,
     expression_check,
+    first_line,
     gpt_line,
+    gpt_next_tokens,
     greedy_line,
+    identifier_prompts,
+    identifiers,
+    item_measures,
+    lcs_length,
+    line_prompt,
+    line_tokens,
     next_line_items,
     ngram_next_token,
+    paired_measures,
+    score_item,
     verify_exercise,
 )
 from llmbook.apps.rag import (
@@ -335,6 +353,20 @@ def test_greedy_line_stops_at_newline():
         lambda ids: seen.append(list(ids)) or next(script), [5], decode, stop_ids=[9]
     )
     assert seen == [[5], [5, 1], [5, 1, 4]]
+    # after a blank line: the prompt stops before it, and the model must write it
+    script = iter([1, 3, 2, 1, 2])
+    tokens = [next(script) for _ in range(5)]  # "\n    ab" "e" "c\nd" "\n    ab" ...
+    assert first_line(iter(tokens), decode, skip_lines=1) == "d"
+    assert first_line(iter(tokens), decode, skip_lines=2) == "    abc"
+    assert first_line(iter(tokens[:2]), decode, skip_lines=1) == ""
+    with pytest.raises(ValueError, match="skip_lines"):
+        first_line(iter(tokens), decode, skip_lines=-1)
+
+
+def test_line_prompt_cuts_blank_lines_and_spaces():
+    assert line_prompt("def f():\n    x = 1") == ("def f():\n    x = 1", 0)
+    assert line_prompt("def f():\n    x = 1\n\n") == ("def f():\n    x = 1", 2)
+    assert line_prompt("    x = 1  \n   ") == ("    x = 1", 1)
 
 
 def test_gpt_line_with_cache_equals_greedy_without(tokenizer):
@@ -431,3 +463,161 @@ def test_expression_check_and_verify_exercise():
     assert verify_exercise("().__class__") == ("refused", None)
     assert verify_exercise("'ab' * 50") == ("answer too long", None)
     assert verify_exercise("sum(range(10**12))", timeout=1)[0] == "error"  # timeout
+
+
+# --- measures of code completion ------------------------------------------------------
+
+
+def lcs_table(a, b):
+    """The textbook dynamic programme, as a reference for the bit-parallel LCS."""
+    row = [0] * (len(b) + 1)
+    for x in a:
+        new = [0]
+        for j, y in enumerate(b):
+            new.append(row[j] + 1 if x == y else max(row[j + 1], new[j]))
+        row = new
+    return row[-1]
+
+
+def test_lcs_and_edit_similarity_equal_dp_and_rapidfuzz():
+    from rapidfuzz import fuzz
+
+    rng = random.Random(11)
+    for _ in range(300):
+        alphabet = rng.choice(["ab", "abc", string.ascii_letters + " ._()"])
+        a = "".join(rng.choices(alphabet, k=rng.randint(0, 90)))
+        b = "".join(rng.choices(alphabet, k=rng.randint(0, 90)))
+        assert lcs_length(a, b) == lcs_table(a, b)
+        assert edit_similarity(a, b) == pytest.approx(fuzz.ratio(a, b), abs=1e-9)
+    assert lcs_length("x" * 200, "y" + "x" * 150) == 150  # past one machine word
+    assert edit_similarity("state", "taste") == 80.0  # "tate": 100 * 2 * 4 / 10
+    assert edit_similarity("return x", "return x") == 100.0
+    assert edit_similarity("", "") == 100.0 and edit_similarity("abc", "") == 0.0
+    assert edit_similarity("ab", "ba") == 50.0  # a swap: one deletion, one insertion
+
+
+def test_identifiers_skip_keywords_strings_comments_and_numbers():
+    line = "    if self.x1 is None and 1e5 > 0x1f: return _  # not this"
+    assert identifiers(line) == [(7, "self"), (12, "x1"), (46, "_")]
+    line = "out = f\"{name} is {len(s)}\" + rb'\\'q' + ñame"
+    assert identifiers(line) == [(0, "out"), (40, "ñame")]
+    assert identifiers('doc = """starts a string that goes on') == [(0, "doc")]
+    assert identifiers("t = 'it\\'s' + u.match") == [(0, "t"), (14, "u"), (16, "match")]
+    assert identifiers("        return None") == []
+    assert [n for _, n in identifiers("bar = rb; elif'x': fr")] == ["bar", "rb", "fr"]
+
+
+def test_identifier_prompts_end_before_whitespace():
+    prompts = identifier_prompts("def f(a):", "    x = a.y + 2")
+    assert prompts == [
+        ("def f(a):", "\n    x"),
+        ("def f(a):\n    x =", " a"),
+        ("def f(a):\n    x = a.", "y"),
+    ]
+
+
+def test_completes_identifier_reads_only_what_it_needs():
+    vocab = {1: " na", 2: "me", 3: "(", 4: "s", 5: " name", 6: "x", 9: "<eos>"}
+
+    def decode(ids):
+        return "".join(vocab[i] for i in ids)
+
+    def tokens(*ids):  # fails if read past the given tokens
+        yield from ids
+        raise AssertionError("read too far")
+
+    assert completes_identifier(tokens(1, 2, 3), decode, " name")
+    assert not completes_identifier(tokens(5, 4), decode, " name")  # " names"
+    assert completes_identifier(tokens(1, 2, 9), decode, " name", [9])  # then end
+    assert not completes_identifier(tokens(6), decode, " name")  # wrong at once
+    assert not completes_identifier(iter([1, 2]), decode, " name")  # ran out
+
+
+def oracle(text, tokenizer):
+    """A rule that always predicts the next token of `text` (given a prefix of it)."""
+
+    def next_token(ids):
+        done = tokenizer.decode(list(ids))
+        assert text.startswith(done)
+        return tokenizer.encode(text[len(done) :])[0]
+
+    return next_token
+
+
+def held_items(n, seed):
+    from llmbook.data import load_corpus
+    from llmbook.data.corpus import STDLIB_MODULES
+
+    return next_line_items(load_corpus("source", min_chars=0)[:8], STDLIB_MODULES[:8],
+                           n, seed)  # fmt: skip
+
+
+def test_score_item_perfect_and_constant_predictors(tokenizer):
+    enc, dec = tokenizer.encode, tokenizer.decode
+    item = LineItem("m", "def f(a):", "    return a + a")
+    a_id = enc(" a")[0]
+    per = score_item(
+        item,
+        {"perfect": Completer.rule(oracle("def f(a):\n    return a + a\n    x", tokenizer)),
+         "constant": Completer.rule(lambda ids: a_id)},
+        enc, dec,
+    )  # fmt: skip
+    perfect, constant = per["perfect"], per["constant"]
+    assert perfect == LineScores("return a + a", True, 100.0, 4, 4, 2, 2)
+    # " a" forever: no line break, so no line; right at both " a" tokens of
+    # "\n   | return| a| +| a" (the line break is not counted); " a a" completes both
+    assert constant == LineScores("", False, 0.0, 2, 4, 2, 2)
+    assert item_measures(constant) == {
+        "exact match": 0.0, "edit similarity": 0.0,
+        "next-token accuracy": 50.0, "identifier accuracy": 100.0,
+    }  # fmt: skip
+    for item in held_items(6, seed=4):  # real lines: the oracle scores 100 everywhere
+        text = item.context + "\n" + item.target + "\n    x"
+        o = {"o": Completer.rule(oracle(text, tokenizer))}
+        s = score_item(item, o, enc, dec, max_new_tokens=128)
+        m = item_measures(s["o"])
+        assert s["o"].exact and s["o"].tokens >= 1
+        assert m["edit similarity"] == m["next-token accuracy"] == 100.0
+        assert m["identifier accuracy"] == 100.0 or s["o"].identifiers == 0
+
+
+def test_gpt_next_tokens_equal_argmax_position_by_position(tokenizer):
+    from llmbook.model import from_pretrained
+
+    gpt = from_pretrained("course-gpt").eval()
+    for item in held_items(3, seed=5):
+        ids, start = line_tokens(item.context, item.target, tokenizer.encode)
+        assert ids[:start] == tokenizer.encode(item.context)[:start]
+        assert tokenizer.decode(ids[start:]).endswith(item.target)
+        first = max(0, len(ids) - 1 - 128)  # the one window that the pass reads
+        with torch.no_grad():
+            brute = [int(gpt(torch.tensor([ids[first:p]]))[0, -1].argmax())
+                     for p in range(start, len(ids))]  # fmt: skip
+        assert gpt_next_tokens(gpt, ids, start) == brute
+    with pytest.raises(ValueError, match="no context"):
+        gpt_next_tokens(gpt, list(range(300)), 100)
+    with pytest.raises(ValueError, match="start"):
+        gpt_next_tokens(gpt, [1, 2, 3], 0)
+
+
+def test_paired_measures_pair_items():
+    def scores(exact, sim, right, names):  # names right of 2; None: no identifiers
+        return LineScores(
+            "", exact, sim, right, 4, names or 0, 0 if names is None else 2
+        )
+
+    per = [
+        {"a": scores(True, 90.0, 4, 2), "b": scores(False, 50.0, 1, 0)},
+        {"a": scores(False, 40.0, 2, None), "b": scores(False, 40.0, 2, None)},
+        {"a": scores(False, 70.0, 3, 1), "b": scores(True, 100.0, 0, 1)},
+    ]
+    out = paired_measures(per, "a", "b", n_resamples=500, seed=1)
+    assert list(out) == list(MEASURES)
+    mean_a, mean_b, diff = out["edit similarity"]
+    assert (mean_a, mean_b) == (pytest.approx(200 / 3), pytest.approx(190 / 3))
+    assert diff.difference == pytest.approx(10 / 3) and diff.low <= diff.high
+    assert out["next-token accuracy"][2].difference == pytest.approx(100 * 6 / 12)
+    a, b, d = out["identifier accuracy"]  # over the 2 items with identifiers
+    assert (a, b, d.difference) == (75.0, 25.0, 50.0)
+    with pytest.raises(ValueError, match="no items"):
+        paired_measures([], "a", "b")
