@@ -23,31 +23,35 @@ from llmbook.apps.chat import (
     check_messages,
     fit_to_context,
 )
-from llmbook.apps.codecomplete import (
-    MEASURES,
-    Completer,
-    LineItem,
-    LineScores,
-    completes_identifier,
+from llmbook.apps.codechecks import (
     doctest_check,
     doctest_tasks,
-    edit_similarity,
     expression_check,
+    verify_exercise,
+)
+from llmbook.apps.codecomplete import (
+    LineItem,
     first_line,
     gpt_line,
-    gpt_next_tokens,
     greedy_line,
+    line_prompt,
+    next_line_items,
+    ngram_next_token,
+)
+from llmbook.apps.codemeasures import (
+    MEASURES,
+    Completer,
+    LineScores,
+    completes_identifier,
+    edit_similarity,
+    gpt_next_tokens,
     identifier_prompts,
     identifiers,
     item_measures,
     lcs_length,
-    line_prompt,
     line_tokens,
-    next_line_items,
-    ngram_next_token,
     paired_measures,
     score_item,
-    verify_exercise,
 )
 from llmbook.apps.rag import (
     chunk_text,

@@ -1,4 +1,4 @@
-"""The models shipped with the package besides the course GPT (Chapters 6 and 7).
+"""The models shipped with the package besides the course GPT (Chapters 6, 7 and 12).
 
 * ``course-gpt-draft`` (the draft model of speculative decoding): a much smaller
   ``GPT`` with the course tokenizer, byte for byte, and the course GPT's context;
@@ -13,6 +13,9 @@
   its logits equal Hugging Face's ``BertForMaskedLM`` holding its weights
   (``to_hf_bert``) within atol 1e-5 on seeded random ids (batch 3, odd lengths, with
   and without padding).
+
+* ``course-gpt-rag`` (Chapter 12's reader): ``python -m llmbook.apps.rag --evaluate``
+  shows retrieval adding at least 10 chrF, with a paired interval above 0.
 
 Nothing is downloaded: Hugging Face runs with ``HF_HUB_OFFLINE=1``.
 """
@@ -196,3 +199,25 @@ def test_save_and_load_a_masked_lm(tmp_path):
     ids = torch.randint(2049, (2, 9))
     torch.testing.assert_close(loaded(ids), model(ids), rtol=0, atol=0)
     assert load_tokenizer(tmp_path).mask_token_id == 2048
+
+
+def test_rag_reader_evaluate_line_meets_its_target(capsys):
+    """``python -m llmbook.apps.rag --evaluate`` on every held-out question: retrieval
+    adds at least 10 chrF to the reader's closed-book answers, the 95% paired interval
+    of the gain is above 0, on at least 100 questions; the numbers are the ones its
+    training run recorded (within 0.5 chrF: greedy decoding may flip a token when the
+    thread count changes the order of sums)."""
+    from llmbook.apps import rag
+
+    ev = rag.main(["--evaluate"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == ev.line()
+    a, b = ev.chrf["closed book"], ev.chrf["retrieval"]
+    assert b - a >= 10 and ev.gain.low > 0 and len(ev.references) >= 100
+    assert ev.chrf["oracle passage"] >= b  # a relevant passage is the best case
+    recorded = pretrained_metadata(rag.READER)["results"]["chrf"]
+    for system, value in ev.chrf.items():
+        assert value == pytest.approx(recorded[system], abs=0.5), system
+    assert line.startswith("rag closed-book chrF ") and line.endswith(
+        f"; {len(ev.references)} questions"
+    )

@@ -40,6 +40,7 @@ from llmbook.finetune import (
     count_trainable,
     lora_layers,
     lora_state_dict,
+    merge_and_unwrap,
     merge_lora,
     pool,
     unmerge_lora,
@@ -169,6 +170,28 @@ def test_lora_merge_and_unmerge(seed):
     unmerge_lora(ours)
     for name, p in ours.state_dict().items():
         torch.testing.assert_close(p, original[name], rtol=0, atol=WEIGHT_ATOL)
+
+
+def test_merge_and_unwrap_equals_peft_merge_and_unload(seed):
+    base, ours, theirs = lora_pair(seed, targets=("q_proj", "fc2"))
+    ids = random_ids(seed, 11)
+    with torch.no_grad():
+        before = ours(ids)
+        merge_and_unwrap(ours)
+        torch.testing.assert_close(ours(ids), before, rtol=0, atol=ATOL)
+    assert not lora_layers(ours)
+    assert ours.state_dict().keys() == base.state_dict().keys()
+    merged = theirs.merge_and_unload()  # peft's: plain nn.Linear layers again
+    for name, layer in ours.named_modules():
+        if name.endswith(("q_proj", "fc2")):
+            assert type(layer) is torch.nn.Linear
+            torch.testing.assert_close(
+                layer.weight,
+                merged.get_submodule(name).weight,
+                rtol=0,
+                atol=WEIGHT_ATOL,
+            )
+            assert not torch.equal(layer.weight, base.get_submodule(name).weight)
 
 
 def test_lora_gradients_reach_only_a_and_b(seed):

@@ -151,7 +151,7 @@ def test_other_pythons_label_strings_alike(version):
 def _doctest_outcomes(python: str) -> list:
     """(module, name, reference passes, `return None` fails) for every doctest task,
     each script run by `python` as the chapter's sandbox runs it (-I -S)."""
-    from llmbook.apps.codecomplete import doctest_check, doctest_tasks
+    from llmbook.apps.codechecks import doctest_check, doctest_tasks
     from llmbook.data import load_corpus
     from llmbook.data.corpus import STDLIB_MODULES
 

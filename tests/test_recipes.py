@@ -52,5 +52,9 @@ def test_commands_match_what_the_artifacts_record():
         assert recorded[recorded.index(flag) + 1] == ours[ours.index(flag) + 1]
     study = json.loads((WEIGHTS_DIR / "moe-study" / "results.json").read_text())
     assert study["command"].startswith("python -m llmbook.moe_study")
+    reader = pretrained_metadata("course-gpt-rag")["results"]
+    assert reader["made_by"].startswith("python -m llmbook.apps.rag --train-reader")
+    assert reader["torch_threads"] == 1
+    assert "--train-reader" in recipes.RECIPES["course-gpt-rag"].argv
     index = json.loads((WEIGHTS_DIR / "docs-index" / "config.json").read_text())
     assert index["made_by"].startswith("python -m llmbook.apps.rag")

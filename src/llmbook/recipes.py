@@ -69,6 +69,11 @@ RECIPES: dict[str, Recipe] = {
         ("--out", "{out}"),
         "llmbook.apps.rag",
     ),
+    "course-gpt-rag": Recipe(
+        "the reader: course-gpt-sft tuned to answer from a passage (Chapter 12)",
+        ("--train-reader", "--threads", "1", "--out", "{out}"),
+        "llmbook.apps.rag",
+    ),
     "course-gpt-sft": Recipe(
         "the course GPT after LoRA instruction tuning (Chapter 7)",
         None,

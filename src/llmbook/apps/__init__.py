@@ -2,11 +2,12 @@
 
 Modules::
 
-    rag           chunking, exact nearest-neighbour search, recall@k, RAG prompts
+    retrieval     documents, chunking, exact nearest-neighbour search, hit rate, prompts
+    rag           the reader tuned to answer from a passage; the four-way evaluation
     chat          chat templates (checked against transformers), multi-turn context
-    codecomplete  next-line completion with a GPT or an n-gram model, scored by
-                  exact match, edit similarity, next-token and identifier accuracy;
-                  doctest and expression checks for model-written code
+    codecomplete  next-line items and greedy completion with a GPT or an n-gram model
+    codemeasures  exact match, edit similarity, next-token and identifier accuracy
+    codechecks    doctest and expression checks for model-written code
     sandbox       run_python: untrusted code in a limited, isolated subprocess
 
 Everything public is re-exported here: ``from llmbook.apps import exact_search``.
@@ -21,37 +22,57 @@ from llmbook.apps.chat import (
     fit_to_context,
     reply,
 )
-from llmbook.apps.codecomplete import (
-    MEASURES,
-    Completer,
+from llmbook.apps.codechecks import (
     DoctestTask,
-    LineItem,
-    LineScores,
-    completes_identifier,
     doctest_check,
     doctest_tasks,
-    edit_similarity,
     expression_check,
+    verify_exercise,
+)
+from llmbook.apps.codecomplete import (
+    LineItem,
     first_line,
     gpt_line,
-    gpt_next_tokens,
     gpt_tokens,
     greedy_line,
+    line_prompt,
+    next_line_items,
+    ngram_next_token,
+    rule_tokens,
+)
+from llmbook.apps.codemeasures import (
+    MEASURES,
+    Completer,
+    LineScores,
+    completes_identifier,
+    edit_similarity,
+    gpt_next_tokens,
     identifier_prompts,
     identifiers,
     item_measures,
     lcs_length,
-    line_prompt,
     line_tokens,
-    next_line_items,
-    ngram_next_token,
     paired_measures,
     rule_next_tokens,
-    rule_tokens,
     score_item,
-    verify_exercise,
 )
 from llmbook.apps.rag import (
+    MAX_NEW,
+    READER,
+    SYSTEMS,
+    RagEvaluation,
+    ReaderConfig,
+    answer,
+    answer_loss,
+    evaluate,
+    evaluate_reader,
+    held_out_questions,
+    question,
+    reader_examples,
+    relevant_key,
+    train_reader,
+)
+from llmbook.apps.retrieval import (
     INDEX_DIR,
     api_docs,
     build_index,
@@ -70,6 +91,20 @@ from llmbook.apps.rag import (
 from llmbook.apps.sandbox import ExecResult, isolation_available, run_python
 
 __all__ = [
+    "MAX_NEW",
+    "READER",
+    "SYSTEMS",
+    "RagEvaluation",
+    "ReaderConfig",
+    "answer",
+    "answer_loss",
+    "evaluate",
+    "evaluate_reader",
+    "held_out_questions",
+    "question",
+    "reader_examples",
+    "relevant_key",
+    "train_reader",
     "CHATML",
     "COURSE_TEMPLATE",
     "ROLES",

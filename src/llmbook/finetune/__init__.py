@@ -20,6 +20,7 @@ from llmbook.finetune.lora import (
     count_trainable,
     lora_layers,
     lora_state_dict,
+    merge_and_unwrap,
     merge_lora,
     unmerge_lora,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "lora_layers",
     "lora_state_dict",
     "merge_lora",
+    "merge_and_unwrap",
     "pool",
     "preference_margin",
     "sequence_log_prob",

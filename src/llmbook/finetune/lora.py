@@ -30,6 +30,7 @@ __all__ = [
     "lora_state_dict",
     "count_trainable",
     "merge_lora",
+    "merge_and_unwrap",
     "unmerge_lora",
 ]
 
@@ -194,6 +195,20 @@ def merge_lora(model: nn.Module) -> nn.Module:
     """Merge every LoRA layer of ``model`` into its base weight (in place)."""
     for layer in lora_layers(model):
         layer.merge()
+    return model
+
+
+def merge_and_unwrap(model: nn.Module) -> nn.Module:
+    """Merge every LoRA layer into its base weight and put the base ``nn.Linear``
+    back in its place (in place; what peft's ``merge_and_unload`` does): the model
+    then has its original modules and state-dict keys, ready to save."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoRALinear):
+            if not module.merged:
+                module.merge()
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.base)
     return model
 
 

@@ -1,0 +1,143 @@
+"""The reader of Chapter 12's retrieval-augmented answering (``llmbook.apps.rag``).
+
+* the training examples come from the training pairs only, in the configured mix of
+  gold, random and no passage, and fit the prompt budget;
+* the answer-only loss is cross-entropy over the answer tokens, nothing else;
+* ``evaluate`` answers four ways, scores with chrF and prints the documented line;
+* a short tuning run writes a model that loads and differs from ``course-gpt-sft``.
+
+The shipped reader's line and its target are checked in ``tests/test_course_models.py``.
+"""
+
+import random
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmbook.apps import rag
+from llmbook.apps.retrieval import first_sentence, instruction_pairs
+from llmbook.metrics import corpus_chrf
+from llmbook.model import GPT, GPTConfig, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("course-gpt-sft")
+
+
+@pytest.fixture(scope="module")
+def chunks():
+    return [c for _, c in rag.course_chunks()]
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return instruction_pairs()
+
+
+def tiny_gpt(seed: int) -> GPT:
+    torch.manual_seed(seed)
+    config = GPTConfig(vocab_size=2048, context_length=128, d_model=32, n_heads=2,
+                       n_layers=1, d_ff=64, dropout=0.0)  # fmt: skip
+    return GPT(config).eval()
+
+
+def test_reader_examples_mix_sources_and_fit(chunks, pairs, tokenizer):
+    config = rag.ReaderConfig(seed=3)
+    examples = rag.reader_examples(chunks, tokenizer.encode, config, pairs[0])
+    train_names = {n for n, _ in pairs[0]}
+    held_names = {n for n, _ in pairs[1]}
+    kinds = {"gold": 0, "random": 0, "none": 0}
+    for prompt, ref in examples:
+        name = re.search(r"What does `([^`]+)` do\?\n$", prompt).group(1)
+        assert name in train_names and name not in held_names
+        assert len(tokenizer.encode(prompt)) <= 128 - rag.MAX_NEW
+        if prompt == rag.question(name):
+            kinds["none"] += 1
+        elif rag.relevant_key(ref) in " ".join(prompt.split()):
+            kinds["gold"] += 1
+        else:
+            kinds["random"] += 1
+    n = len(examples)
+    assert n > 1000
+    assert kinds["gold"] / n == pytest.approx(0.6, abs=0.04)
+    assert kinds["none"] / n == pytest.approx(0.2, abs=0.04)
+    assert kinds["random"] / n == pytest.approx(0.2, abs=0.04)
+    assert rag.reader_examples(chunks, tokenizer.encode, config, pairs[0]) == examples
+    with pytest.raises(ValueError, match="gold_share"):
+        rag.ReaderConfig(gold_share=0.9, random_share=0.2)
+
+
+def test_answer_loss_is_cross_entropy_on_the_answer_only(tokenizer):
+    model = tiny_gpt(0)
+    examples = [("What does `f` do?\n", "Return the sum."), ("x\n\nWhat?\n", "No.")]
+    batch = rag._encode_batch(examples, tokenizer.encode, tokenizer.eos_token_id, 128)
+    assert batch.shape[:2] == (2, 2)
+    ids, mask = batch[:, 0], batch[:, 1]
+    for row, (prompt, ref) in enumerate(examples):
+        p, a = (
+            tokenizer.encode(prompt),
+            tokenizer.encode(ref) + [tokenizer.eos_token_id],
+        )
+        assert ids[row, : len(p) + len(a)].tolist() == p + a
+        assert mask[row].tolist() == [0] * len(p) + [1] * len(a) + [0] * (
+            ids.shape[1] - len(p) - len(a)
+        )
+    logits = model(ids[:, :-1])
+    total, count = 0.0, 0
+    for row in range(2):
+        for t in range(ids.shape[1] - 1):
+            if mask[row, t + 1]:
+                total = total + F.cross_entropy(logits[row, t], ids[row, t + 1])
+                count += 1
+    torch.testing.assert_close(rag.answer_loss(model, batch), total / count)
+
+
+def test_evaluate_answers_four_ways_and_prints_the_line(chunks, pairs, tokenizer):
+    questions = rag.held_out_questions(chunks)
+    assert len(questions) >= 100
+    held = {n for n, _ in pairs[1]}
+    assert all(name in held for name, _, _ in questions)
+    picked = random.Random(0).sample(questions, 3)
+    gold = [min(rel) for _, _, rel in picked]
+    ev = rag.evaluate(tiny_gpt(1), tokenizer, chunks, picked, gold, progress=False)
+    assert list(ev.answers) == list(rag.SYSTEMS)
+    # with the relevant chunk on top, extraction returns the reference itself
+    for (_, ref, _), extracted in zip(picked, ev.answers["extractive"], strict=True):
+        assert extracted == first_sentence(ref) == ref
+    assert ev.chrf["extractive"] == pytest.approx(100.0)
+    refs = [ref for _, ref, _ in picked]
+    for system, hyps in ev.answers.items():
+        assert ev.chrf[system] == pytest.approx(corpus_chrf(hyps, [refs]))
+    line = ev.line()
+    pattern = (r"rag closed-book chrF [\d.]+, with retrieval [\d.]+, oracle passage "
+               r"[\d.]+, extractive 100\.0; B-A -?[\d.]+\.\.-?[\d.]+; 3 questions")  # fmt: skip
+    assert re.fullmatch(pattern, line), line
+    assert ev.gain.low <= ev.gain.difference <= ev.gain.high
+    with pytest.raises(ValueError, match="retrieved chunks"):
+        rag.evaluate(tiny_gpt(1), tokenizer, chunks, picked, gold[:2], progress=False)
+
+
+def test_a_short_tuning_run_writes_a_loadable_reader(tmp_path, monkeypatch):
+    def no_evaluation(reader, progress=True):
+        ev = rag.RagEvaluation(["a"], {s: ["a"] for s in rag.SYSTEMS})
+        ev.chrf = dict.fromkeys(rag.SYSTEMS, 100.0)
+        ev.gain = rag.PairedResult(0.0, 0.0, 0.0, 1.0)
+        return ev
+
+    monkeypatch.setattr(rag, "evaluate_reader", no_evaluation)
+    config = rag.ReaderConfig(steps=3, batch_size=2, warmup_steps=1)
+    out = rag.train_reader(tmp_path / "reader", config, progress=False)
+    from llmbook.model import from_pretrained
+    from llmbook.model.pretrained import pretrained_metadata
+
+    reader, sft = from_pretrained(out), from_pretrained("course-gpt-sft")
+    assert isinstance(reader, GPT) and reader.config == sft.config
+    changed = [k for k, v in reader.state_dict().items()
+               if not torch.equal(v, sft.state_dict()[k])]  # fmt: skip
+    assert changed and all(k.split(".")[-2] in config.targets for k in changed)
+    results = pretrained_metadata(out)["results"]
+    assert results["reader_config"]["steps"] == 3
+    assert results["evaluate_line"].startswith("rag closed-book chrF 100.0")
