@@ -944,7 +944,7 @@ def forge_run(request, tmp_path_factory):
     }
 
 
-def test_forging_the_free_tests_scores_no_more_than_untouched(forge_run):
+def test_forge_takeover_scores_no_more_than_the_untouched_notebook(forge_run):
     rows = forge_run["rows"]
     full, untouched = rows["a_full"], rows["untouched"]
     assert full["status"] == "ok" and full["total"] == full["possible"], full
