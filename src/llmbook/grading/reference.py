@@ -3,9 +3,10 @@
 ``add_reference`` runs the tests on the master notebook's solution (unsandboxed: the
 master is the instructor's own), stores each assert's observed values in the
 autograder zip, checks that the solution passes every test when checked from those
-data, and slices each test for the sandbox (``probes.plan_test``), keeping only the
-slices the solution still passes. ``tools/build_labs.py`` calls it; grading never
-does. It sits above `bundle`, `runner` and `scoring`, which never import it.
+data, refuses free leaves the sandbox could fabricate (``check_free``), and slices
+each test for the sandbox (``probes.plan_test``), keeping only the slices the solution
+still passes. ``tools/build_labs.py`` calls it; grading never does. It sits above
+`bundle`, `runner` and `scoring`, which never import it.
 """
 
 from __future__ import annotations
