@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -384,3 +385,56 @@ def test_find_autograder_by_lab(tmp_path):
     assert cli.find_autograder("lab02", tmp_path).name == "lab02_attention.zip"
     with pytest.raises(FileNotFoundError, match="no single autograder zip for lab09"):
         cli.find_autograder("lab09", tmp_path)
+
+
+DRAW_TEST = """
+def test_draw(sample):
+    import torch
+    w = sample(torch.zeros(100))
+    std = w.std().item()
+    assert abs(std - 1) < 0.1, "std 1"
+    assert w.abs().max() <= 2, "bounded"
+"""
+
+
+def test_check_free_refuses_values_the_sandbox_could_fabricate(monkeypatch):
+    """A free leaf must be a tensor the student's code returned (``w``): a whole test,
+    a statistic computed in the sandbox (``std``), an expression or a typo is refused
+    when the lab is built."""
+    from types import SimpleNamespace
+
+    from llmbook.grading import labs
+    from llmbook.grading.reference import check_free
+
+    test = probes.parse_test_file(DRAW_TEST, "q1")[0]
+    sites = probes.instrument(test.source)[1]
+    env = {"std": 1.0, "w": torch.ones(100), "abs": abs}
+    store = codec.TensorStore()
+    asserts = [
+        {
+            "a": site.index,
+            "leaves": {
+                path: codec.encode(value, store)
+                for path, value in probes.classify(site.cond, env).leaves.items()
+            },
+        }
+        for site in sites
+    ]
+    bundle = SimpleNamespace(
+        lab="lab99_draws",
+        tests={"q1": [test]},
+        sites={test.name: sites},
+        reference={test.name: {"asserts": asserts}},
+        tensors=store,
+    )
+    for free, problem in [
+        ("*", "a whole test cannot be free"),
+        (frozenset({"std"}), "`std` is not a tensor"),
+        (frozenset({"w.abs()"}), "`w.abs()` is computed"),
+        (frozenset({"v"}), "`v` is no leaf"),
+    ]:
+        monkeypatch.setitem(labs.FREE, "lab99", {test.name: free})
+        with pytest.raises(RuntimeError, match=re.escape(problem)):
+            check_free(bundle)
+    monkeypatch.setitem(labs.FREE, "lab99", {test.name: frozenset({"w"})})
+    check_free(bundle)  # the drawn tensor itself: its statistics are taken here

@@ -753,8 +753,9 @@ def plan_test(
     Sliced: only the leaves that depend on the student's objects are evaluated in the
     sandbox, and only the statements needed for them run there; the test's own
     expected values, its conditions and messages never enter it (the trusted side
-    takes the other leaves from the reference run). Unsliced (a test whose leaves are
-    all free, or ``slice_it=False``): the whole test, every leaf.
+    takes the other leaves from the reference run). Unsliced (``slice_it=False``, or
+    a whole test declared free, which the lab build refuses): the whole test, every
+    leaf.
     """
     tree = ast.parse(test.source)
     fn = tree.body[0]

@@ -3,9 +3,10 @@
 ``add_reference`` runs the tests on the master notebook's solution (unsandboxed: the
 master is the instructor's own), stores each assert's observed values in the
 autograder zip, checks that the solution passes every test when checked from those
-data, and slices each test for the sandbox (``probes.plan_test``), keeping only the
-slices the solution still passes. ``tools/build_labs.py`` calls it; grading never
-does. It sits above `bundle`, `runner` and `scoring`, which never import it.
+data, refuses free leaves the sandbox could fabricate (``check_free``), and slices
+each test for the sandbox (``probes.plan_test``), keeping only the slices the solution
+still passes. ``tools/build_labs.py`` calls it; grading never does. It sits above
+`bundle`, `runner` and `scoring`, which never import it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from llmbook.grading.bundle import (
 )
 from llmbook.grading.harness import strip_ipython
 
-__all__ = ["add_reference", "imported_modules"]
+__all__ = ["add_reference", "check_free", "imported_modules"]
 
 
 def add_reference(zip_path: Path, master: Path, timeout: float = 900.0) -> Bundle:
@@ -75,6 +76,7 @@ def add_reference(zip_path: Path, master: Path, timeout: float = 900.0) -> Bundl
                     f"data: {result.message}"
                 )
     bundle.needs = imported_modules(master, bundle)
+    check_free(bundle)
     _plan(bundle, master, cells, timeout)
     with tempfile.TemporaryDirectory(prefix="llmbook-ref-") as tmp:
         tensors = Path(tmp, "reference.safetensors")
@@ -110,6 +112,56 @@ def imported_modules(master: Path, bundle: Bundle) -> list[str]:
                 found.add(node.module)
                 found |= {f"{node.module}.{a.name}" for a in node.names}
     return sorted(found)
+
+
+def check_free(bundle: Bundle) -> None:
+    """Refuse free leaves (`llmbook.grading.labs.FREE`) the sandbox could fabricate.
+
+    A free leaf is not compared with the reference, so only the assert judges it, on
+    the trusted side. That is sound only when the leaf is what the student's code
+    returned (a drawn tensor) and every statistic of it is taken here: so a whole test
+    cannot be free (``"*"``: its asserts would judge values the sandbox reports, a
+    taken-over harness reports what makes them true), and each free leaf must be a
+    name or an attribute (``w``, ``layer.weight``) that is a leaf of the test and
+    holds a tensor in the reference run, never a number or a flag the test computed
+    in the sandbox (``std``, ``in_bound``). Raises RuntimeError naming the test.
+    """
+    import torch
+
+    for tests in bundle.tests.values():
+        for test in tests:
+            free = labs.free_leaves(bundle.lab, test.name)
+            if not free:
+                continue
+            if free == labs.ALL:
+                raise RuntimeError(
+                    f"{test.name}: a whole test cannot be free; free the values the "
+                    "student's code returns instead, or make the test deterministic"
+                )
+            seen: dict[str, list[Any]] = {}
+            sites = bundle.sites[test.name]
+            for entry in bundle.reference[test.name]["asserts"]:
+                cond = sites[int(entry["a"])].cond
+                for path, value in scoring.decode_leaves(entry, bundle.tensors).items():
+                    source = ast.unparse(probes.node_at(cond, path))
+                    seen.setdefault(source, []).append(value)
+            for source in sorted(free):
+                node = ast.parse(source, mode="eval").body
+                while isinstance(node, ast.Attribute):
+                    node = node.value
+                if not isinstance(node, ast.Name):
+                    raise RuntimeError(
+                        f"{test.name}: free leaf `{source}` is computed; free only "
+                        "what the student's code returned (a name or an attribute)"
+                    )
+                if source not in seen:
+                    raise RuntimeError(f"{test.name}: free leaf `{source}` is no leaf")
+                if not all(isinstance(v, torch.Tensor) for v in seen[source]):
+                    raise RuntimeError(
+                        f"{test.name}: free leaf `{source}` is not a tensor in the "
+                        "reference run: a number or a flag computed in the sandbox "
+                        "can be forged; let the assert compute it from the tensor"
+                    )
 
 
 def _plan(bundle: Bundle, master: Path, cells, timeout) -> None:

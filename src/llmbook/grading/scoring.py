@@ -12,9 +12,11 @@ A test passes when, for every assert the reference solution reached,
    computed in the sandbox;
 3. every leaf value equals the reference solution's at the same place, within
    rtol 1e-4 / atol 1e-5, except leaves the lab declares free because correct
-   answers differ there (random initialisations, timings; see
-   `llmbook.grading.labs`). A test whose leaves are all free is judged by its asserts
-   alone, on values its whole run in the sandbox reported.
+   answers differ there (random draws; see `llmbook.grading.labs`). A free leaf is
+   a tensor the student's code returned, never a statistic of it
+   (`llmbook.grading.reference.check_free` refuses others when the lab is built), so
+   the assert's statistics of it (its std, its bound, its quantiles against a
+   library's draw from the reference run) are computed here, on the exported values.
 
 Messages (`TestResult.message`) are the grader's own: an assert's message rendered
 from its source (`llmbook.grading.probes.message_text`), or "raised ValueError" for
@@ -33,7 +35,13 @@ from typing import Any
 from llmbook.grading import codec, labs, probes
 from llmbook.grading.bundle import Bundle
 
-__all__ = ["QuestionResult", "TestResult", "score_question", "score_test"]
+__all__ = [
+    "QuestionResult",
+    "TestResult",
+    "decode_leaves",
+    "score_question",
+    "score_test",
+]
 
 
 @dataclass
@@ -56,7 +64,7 @@ class QuestionResult:
 _MISSING = codec.Opaque("no value exported")
 
 
-def _decode_leaves(entry: dict[str, Any], store: codec.TensorStore) -> dict[str, Any]:
+def decode_leaves(entry: dict[str, Any], store: codec.TensorStore) -> dict[str, Any]:
     raw = entry.get("leaves")
     if not isinstance(raw, dict):
         return {}
@@ -131,13 +139,11 @@ def score_test(
             if index not in paths:
                 result.message = f"the assert on line {site.line} cannot be checked"
                 return result
-            leaves = _decode_leaves(entry, store)
+            leaves = decode_leaves(entry, store)
             if from_sandbox is not None:  # the others: the reference run's values
                 mine = from_sandbox.get(index, {})
                 runs = expected.get(index, [])
-                theirs = (
-                    _decode_leaves(runs[k], bundle.tensors) if k < len(runs) else {}
-                )
+                theirs = decode_leaves(runs[k], bundle.tensors) if k < len(runs) else {}
                 leaves = {
                     p: leaves.get(p, _MISSING) if p in mine else theirs.get(p, _MISSING)
                     for p in paths[index]
@@ -153,7 +159,7 @@ def score_test(
                 return result
             reference_runs = expected.get(index, [])
             if k < len(reference_runs) and free != "*":
-                wanted = _decode_leaves(reference_runs[k], bundle.tensors)
+                wanted = decode_leaves(reference_runs[k], bundle.tensors)
                 for path, value in wanted.items():
                     source = ast.unparse(probes.node_at(site.cond, path))
                     if source in free:
