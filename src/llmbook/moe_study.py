@@ -24,7 +24,8 @@ times tokens), total and active parameters, the experts' load (share of
 assignments) every ``LOAD_EVERY`` steps, and, for the MoE runs, the tokens each
 expert of each layer takes (on the whole validation split); and for every seed its
 perplexities (``val_ppl_by_seed``) and wall-clock seconds. The default (4 runs of
-500 steps of 8 windows, 3 seeds) takes about 30 minutes on one CPU thread.
+1,000 steps of 8 windows, 5 seeds) took 41 minutes on one CPU thread of a two-core
+machine that other work shared (load about 4); the seconds it records depend on that.
 """
 
 from __future__ import annotations
