@@ -438,3 +438,30 @@ def test_check_free_refuses_values_the_sandbox_could_fabricate(monkeypatch):
             check_free(bundle)
     monkeypatch.setitem(labs.FREE, "lab99", {test.name: frozenset({"w"})})
     check_free(bundle)  # the drawn tensor itself: its statistics are taken here
+
+
+def test_the_build_refuses_a_test_that_would_run_whole(monkeypatch):
+    """A test whose slice cannot be made (or fails the reference solution) would run
+    whole in the sandbox, expected values included: the lab build stops instead."""
+    from types import SimpleNamespace
+
+    from llmbook.grading import reference
+
+    test = probes.parse_test_file(DRAW_TEST, "q1")[0]
+
+    def unsliceable(t, paths, free=frozenset(), *, slice_it=True, **kwargs):
+        if slice_it:
+            raise ValueError("no slice for this test")
+        return probes.Plan(t.source, [], sliced=False)
+
+    monkeypatch.setattr(probes, "plan_test", unsliceable)
+    bundle = SimpleNamespace(
+        lab="lab99_draws",
+        tests={"q1": [test]},
+        reference={test.name: {}},
+        leaf_paths=lambda name: [],
+    )
+    with pytest.raises(
+        RuntimeError, match=re.escape(f"['{test.name}'] cannot be sliced")
+    ):
+        reference._plan(bundle, None, [], 10)

@@ -168,8 +168,10 @@ def _plan(bundle: Bundle, master: Path, cells, timeout) -> None:
     """Slice each test for the sandbox, keeping only slices the solution passes.
 
     Every test is planned (`probes.plan_test`), then the solution is graded with the
-    sliced probes; a test whose slice does not give the solution full marks (a
-    dropped statement drew random numbers, say) is sent whole instead.
+    sliced probes. A test whose slice does not give the solution full marks (a
+    dropped statement drew random numbers, say) would have to run whole in the
+    sandbox, where a hijacked harness could report its expected values: the build
+    refuses it instead (RuntimeError naming the tests).
     """
     plans = {}
     for tests in bundle.tests.values():
@@ -181,7 +183,7 @@ def _plan(bundle: Bundle, master: Path, cells, timeout) -> None:
                     labs.free_leaves(bundle.lab, t.name),
                     mutable=set(bundle.reference[t.name].get("mutable", [])),
                 )
-            except Exception:  # an unusual test: send it whole
+            except Exception:  # an unusual test: planned whole, refused below
                 plans[t.name] = probes.plan_test(
                     t, bundle.leaf_paths(t.name), slice_it=False
                 )
@@ -202,6 +204,13 @@ def _plan(bundle: Bundle, master: Path, cells, timeout) -> None:
                     plans[test.name] = probes.plan_test(
                         test, bundle.leaf_paths(test.name), slice_it=False
                     )
+    whole = sorted(name for name, plan in plans.items() if not plan.sliced)
+    if whole:  # its expected values would be computed, and forgeable, in the sandbox
+        raise RuntimeError(
+            f"{bundle.lab}: tests {whole} cannot be sliced, so the sandbox would run "
+            "them whole, expected values included; rewrite them so that their slice "
+            "gives the reference solution full marks (see llmbook.grading.probes)"
+        )
     for name, plan in plans.items():
         bundle.reference[name]["plan"] = {
             "source": plan.source,
