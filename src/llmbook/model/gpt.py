@@ -106,7 +106,7 @@ def _past_length(past: KVCacheLike | PastKeyValues | None, n_layers: int) -> int
             f"past_key_values must hold one (keys, values) pair per layer "
             f"({n_layers}), got {len(past)}"
         )
-    return past[0][0].shape[-2]
+    return past[0][0].shape[-2] if n_layers else 0
 
 
 def _kv_extender(
