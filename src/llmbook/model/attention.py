@@ -239,7 +239,7 @@ def _fused_attention(
     the course GPT's shapes, torch 2.13 on an AVX512-BF16 CPU), so on the CPU the
     attention itself runs in fp32 and only the matmuls around it use bf16.
     """
-    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+    if torch.is_autocast_enabled("cpu") and q.device.type == "cpu":
         dtype = q.dtype
         with torch.autocast("cpu", enabled=False):
             out = F.scaled_dot_product_attention(

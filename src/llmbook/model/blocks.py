@@ -237,12 +237,13 @@ class GPTBlock(nn.Module):
         n_keys), computed with the written-out attention. ``fused`` overrides the
         attention's choice of kernel (None: keep it).
         """
-        q, k, v = self.attn.project(self.ln1(x))  # (batch, n_heads, seq, d_head)
+        attn = self.attn
+        q, k, v = attn.project(self.ln1(x))  # (batch, n_heads, seq, d_head)
         causal = True
         if extend_kv is not None:
             k, v = extend_kv(k, v)  # (batch, n_heads, n_keys, d_head)
             causal = q.shape[2] > 1  # one new query is the last: it sees every key
-        out = self.attn.attend(
+        out = attn.attend(
             q, k, v, mask, is_causal=causal, return_weights=return_weights, fused=fused
         )
         a, weights = out if return_weights else (out, None)

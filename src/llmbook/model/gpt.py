@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import torch
@@ -120,7 +121,7 @@ def _kv_extender(
     or the past pair concatenated in front (and kept in ``presents`` when
     ``use_cache``)."""
     if in_place:
-        return lambda k, v: past.append(layer, k, v)
+        return partial(past.append, layer)
     if past is None and not use_cache:
         return None
 
