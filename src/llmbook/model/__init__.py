@@ -15,6 +15,7 @@ Modules::
     pretrained       save_pretrained / from_pretrained, the shipped course GPT (Ch. 5)
     encoders         the MiniLM sentence encoder shipped on PyPI, with attentions
     validation       clear errors for bad token ids
+    scoring          target_log_probs: log p of target tokens under a causal LM
     moe              mixture-of-experts layers, losses and the MoE GPT (Ch. 10)
 
 Everything public is re-exported here: ``from llmbook.model import GPT, GPTConfig``.
@@ -61,6 +62,7 @@ from llmbook.model.pretrained import (
     pretrained_metadata,
     save_pretrained,
 )
+from llmbook.model.scoring import target_log_probs
 
 __all__ = [
     "AdditiveScore",
@@ -105,4 +107,5 @@ __all__ = [
     "MoEConfig",
     "MoEFeedForward",
     "moe_gpt",
+    "target_log_probs",
 ]
