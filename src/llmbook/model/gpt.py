@@ -206,9 +206,9 @@ class GPT(nn.Module):
         * ``output_hidden_states``: the ``n_layers + 1`` residual streams (after the
           embeddings, then after each block; the final LayerNorm is not applied);
         * ``output_attentions``: every layer's weights (batch, n_heads, seq, n_keys),
-          computed with the written-out attention (otherwise ``config.
-          fused_attention`` picks the kernel, and a cache object, which only
-          inference uses, always gets PyTorch's fused one);
+          computed with the written-out attention. Otherwise the config's
+          ``fused_attention`` picks the kernel, except that a cache object (only
+          inference uses one) always gets PyTorch's fused kernel;
         * ``use_cache``: return the keys and values including the new positions (the
           cache object itself, or a new tuple of per-layer pairs).
         """
