@@ -154,3 +154,29 @@ def assert_same_signature(notebook_obj: Any, package_obj: Any) -> None:
             f"{getattr(package_obj, '__name__', package_obj)}: the notebook's "
             f"signature {ours} differs from the package's {theirs}"
         )
+
+
+def assert_signature_extends(notebook_obj: Any, package_obj: Any) -> None:
+    """The package's function takes the notebook's parameters first (names, kinds
+    and defaults; the package may give a default where the notebook has none) and
+    then only keyword-only parameters with defaults: hooks that later chapters use
+    (a KV cache, a padding mask), which every call written the chapter's way skips."""
+    ours, theirs = _parameters(notebook_obj), _parameters(package_obj)
+    name = getattr(package_obj, "__qualname__", package_obj)
+    head, extra = theirs[: len(ours)], theirs[len(ours) :]
+    empty = inspect.Parameter.empty
+    same_head = len(head) == len(ours) and all(
+        (n, k) == (pn, pk) and d in (empty, pd)
+        for (n, k, d), (pn, pk, pd) in zip(ours, head, strict=True)
+    )
+    if not same_head:
+        raise AssertionError(
+            f"{name}: the package's signature {theirs} does not start with the "
+            f"notebook's {ours}"
+        )
+    for n, kind, default in extra:
+        if kind is not inspect.Parameter.KEYWORD_ONLY or default is empty:
+            raise AssertionError(
+                f"{name}: the package's extra parameter {n!r} must be keyword-only "
+                "with a default"
+            )

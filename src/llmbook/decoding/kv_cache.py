@@ -7,19 +7,16 @@ one preallocated (batch, n_heads, max_len, d_head) buffer for keys and one for v
 per layer, and :func:`forward_with_cache` runs only the new tokens, attending to the
 cached keys and values plus their own.
 
-It works with the package's :class:`~llmbook.model.GPT` (and any model with the same
-parts: ``tok_emb``, ``pos_emb``, ``blocks[i].ln1/attn/ln2/ff``, ``ln_f``,
-``lm_head``) without changing it; ``tests/test_decoding.py`` checks that the logits
-equal the uncached forward pass's and that generation gives the same tokens.
+The attention itself is the model's: :meth:`llmbook.model.GPT.forward` takes the cache
+as ``past_key_values`` (and appends to it in place), so :func:`forward_with_cache` is
+that call; ``tests/test_decoding.py`` checks that the logits equal the uncached
+forward pass's and that generation gives the same tokens.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-
-from llmbook.model.attention import causal_mask
 
 __all__ = ["KVCache", "cache_bytes", "forward_with_cache"]
 
@@ -89,11 +86,6 @@ class KVCache:
         self.length = length
 
 
-def _heads(x: Tensor, n_heads: int) -> Tensor:
-    batch, seq, d_model = x.shape  # (batch, seq, d_model)
-    return x.view(batch, seq, n_heads, d_model // n_heads).transpose(1, 2)
-
-
 @torch.no_grad()
 def forward_with_cache(model: nn.Module, idx: Tensor, cache: KVCache) -> Tensor:
     """Logits (batch, n_new, vocab) for the new tokens ``idx`` (batch, n_new) that
@@ -103,22 +95,4 @@ def forward_with_cache(model: nn.Module, idx: Tensor, cache: KVCache) -> Tensor:
         raise ValueError(
             f"{start} cached + {n_new} new positions exceed the cache's {cache.max_len}"
         )
-    pos = torch.arange(start, start + n_new, device=idx.device)
-    x = model.tok_emb(idx) + model.pos_emb(pos)  # (batch, n_new, d_model)
-    # new query i sits at position start + i and may see keys 0 .. start + i
-    mask = causal_mask(n_new, start + n_new, device=idx.device) if n_new > 1 else None
-    for layer, block in enumerate(model.blocks):
-        attn = block.attn
-        h = block.ln1(x)
-        q = _heads(attn.q_proj(h), attn.n_heads)  # (batch, n_heads, n_new, d_head)
-        k, v = cache.append(
-            layer,
-            _heads(attn.k_proj(h), attn.n_heads),
-            _heads(attn.v_proj(h), attn.n_heads),
-        )  # (batch, n_heads, start + n_new, d_head)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = out.transpose(1, 2).reshape(x.shape)  # (batch, n_new, d_model)
-        x = x + attn.out_proj(out)
-        x = x + block.ff(block.ln2(x))
-    cache.length = start + n_new
-    return model.lm_head(model.ln_f(x))  # (batch, n_new, vocab)
+    return model(idx, past_key_values=cache)  # (batch, n_new, vocab)

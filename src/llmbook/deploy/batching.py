@@ -1,9 +1,9 @@
 """Batched generation with left padding, and static vs continuous batching
 (Chapter 11, section 4).
 
-The course GPT's ``forward`` takes no padding mask, so :func:`padded_forward` runs
-its layers with two additions: explicit position ids (a left-padded row starts
-counting at its first real token) and a key mask (no query attends to a pad).
+:func:`padded_forward` calls the course GPT with two additions to a cached step:
+explicit position ids (a left-padded row starts counting at its first real token)
+and an attention mask (no query attends to a pad).
 :func:`batched_greedy` decodes a batch of prompts of different lengths this way,
 with a KV cache; ``tests/test_serve.py`` checks it gives, token for token, what
 decoding each prompt alone gives.
@@ -20,10 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmbook.decoding.kv_cache import KVCache, _heads
+from llmbook.decoding.kv_cache import KVCache
 
 __all__ = [
     "Request",
@@ -55,36 +54,16 @@ def padded_forward(
     """Logits (batch, n_new, vocab) for ``idx`` (batch, n_new) after the cached
     positions, where ``key_mask`` (batch, cache.length + n_new) is True on real
     tokens. Positions count real tokens only; a query sees the real keys up to its
-    own position (and itself, so that a pad query never has an empty row)."""
-    start, n_new = cache.length, idx.shape[1]
-    total = start + n_new
+    own position (a left pad, with no real key to see, sees itself)."""
+    start, total = cache.length, cache.length + idx.shape[1]
     if key_mask.shape != (idx.shape[0], total):
         raise ValueError(
             f"key_mask must be (batch, {total}), got {tuple(key_mask.shape)}"
         )
     positions = (key_mask.long().cumsum(dim=1) - 1).clamp(min=0)[:, start:]
-    x = model.tok_emb(idx) + model.pos_emb(positions)  # (batch, n_new, d_model)
-    q_pos = torch.arange(start, total, device=idx.device)[:, None]
-    k_pos = torch.arange(total, device=idx.device)[None, :]
-    causal = k_pos <= q_pos  # (n_new, total)
-    mask = causal & key_mask[:, None, :]  # (batch, n_new, total)
-    mask = mask | (k_pos == q_pos)  # a query always sees itself
-    mask = mask[:, None]  # (batch, 1, n_new, total): the same for every head
-    for layer, block in enumerate(model.blocks):
-        attn = block.attn
-        h = block.ln1(x)
-        q = _heads(attn.q_proj(h), attn.n_heads)  # (batch, n_heads, n_new, d_head)
-        k, v = cache.append(
-            layer,
-            _heads(attn.k_proj(h), attn.n_heads),
-            _heads(attn.v_proj(h), attn.n_heads),
-        )  # (batch, n_heads, total, d_head)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = out.transpose(1, 2).reshape(x.shape)  # (batch, n_new, d_model)
-        x = x + attn.out_proj(out)
-        x = x + block.ff(block.ln2(x))
-    cache.length = total
-    return model.lm_head(model.ln_f(x))  # (batch, n_new, vocab)
+    return model(
+        idx, past_key_values=cache, position_ids=positions, attention_mask=key_mask
+    )  # (batch, n_new, vocab)
 
 
 @torch.no_grad()

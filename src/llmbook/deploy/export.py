@@ -3,8 +3,9 @@
 ``GPT.forward`` checks its ids with a data-dependent test (``idx.max() <
 vocab_size``), which tracing compilers cannot put in a graph: ``torch.export``
 fails on it and ``torch.compile`` breaks the graph there. :class:`TracedGPT`
-runs the same layers without the check (validate ids before calling it), so
-the whole forward pass is one graph. :func:`export_onnx` writes it as ONNX with
+looks the embeddings up itself and calls the same forward with ``inputs_embeds``,
+which has no id check (validate ids before calling it), so the whole forward pass
+is one graph. :func:`export_onnx` writes it as ONNX with
 dynamic batch and sequence sizes; ``tests/test_serve.py`` runs the file with
 onnxruntime and checks the logits equal PyTorch's.
 """
@@ -28,12 +29,7 @@ class TracedGPT(nn.Module):
         self.gpt = gpt
 
     def forward(self, idx: Tensor) -> Tensor:
-        g = self.gpt
-        pos = torch.arange(idx.shape[1], device=idx.device)
-        x = g.tok_emb(idx) + g.pos_emb(pos)  # (batch, seq, d_model)
-        for block in g.blocks:
-            x = block(x)
-        return g.lm_head(g.ln_f(x))  # (batch, seq, vocab_size)
+        return self.gpt(inputs_embeds=self.gpt.tok_emb(idx))  # (batch, seq, vocab)
 
 
 def export_onnx(

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from llmbook.model.scoring import target_log_probs
+
 __all__ = ["dpo_loss", "preference_margin", "sequence_log_prob"]
 
 
@@ -45,9 +47,7 @@ def sequence_log_prob(logits: Tensor, targets: Tensor, answer_mask: Tensor) -> T
         )
     if targets.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"targets must be integer token ids, got {targets.dtype}")
-    log_probs = torch.log_softmax(logits.float(), dim=-1)  # (batch, seq, vocab)
-    token = log_probs.gather(-1, targets.long().unsqueeze(-1)).squeeze(-1)
-    return (token * answer_mask.to(token.dtype)).sum(dim=-1)  # (batch,)
+    return target_log_probs(logits.float(), targets, answer_mask)  # (batch,)
 
 
 def _check(beta: float, *logps: Tensor) -> None:

@@ -10,8 +10,8 @@ causal among themselves). The model is frozen; what trains is
 That is exactly a KV cache that already holds ``n_prefix`` positions nobody ever
 computed: :meth:`PrefixTuning.kv_cache` returns one, and
 :func:`llmbook.decoding.forward_with_cache` (Chapter 6) then gives the same logits
-as :meth:`PrefixTuning.forward` (which runs the blocks by hand, like
-``forward_with_cache``, but with gradients for the prefix).
+as :meth:`PrefixTuning.forward`, which hands the prefix to
+:meth:`llmbook.model.GPT.forward` as ``past_key_values`` (with gradients for it).
 
 Optionally (``projection_dim``) the prefix is reparameterised as in the paper: a
 (n_prefix, d_model) embedding goes through ``Linear -> tanh -> Linear`` onto the
@@ -40,11 +40,6 @@ from torch import Tensor, nn
 
 from llmbook.decoding.kv_cache import KVCache
 from llmbook.finetune.prompt_tuning import check_attention_mask
-from llmbook.model.attention import (
-    causal_mask,
-    padding_mask,
-    scaled_dot_product_attention,
-)
 from llmbook.model.validation import check_ids
 
 __all__ = ["PrefixTuning", "unflatten_prefix"]
@@ -64,11 +59,6 @@ def unflatten_prefix(flat: Tensor, n_layers: int, n_heads: int) -> Tensor:
     return per_pos.permute(1, 2, 3, 0, 4)  # (n_layers, 2, n_heads, n_prefix, d_head)
 
 
-def _heads(x: Tensor, n_heads: int) -> Tensor:
-    batch, seq, d_model = x.shape  # (batch, seq, d_model)
-    return x.view(batch, seq, n_heads, d_model // n_heads).transpose(1, 2)
-
-
 class PrefixTuning(nn.Module):
     """A frozen causal LM whose attention layers see ``n_prefix`` learned keys and
     values in front of the sequence's own (see the module docstring).
@@ -79,9 +69,9 @@ class PrefixTuning(nn.Module):
     n_layers * 2 * d_model)``) compute it. :meth:`prefix_kv` returns the prefix
     either way.
 
-    ``model`` (a course GPT, or anything with ``tok_emb``, ``pos_emb``, ``dropout``,
-    ``blocks[i].ln1/attn/ln2/ff/dropout``, ``ln_f``, ``lm_head`` and a ``config``)
-    is frozen in place. forward(idx (batch, seq), attention_mask (batch, seq) or
+    ``model`` (a course GPT, or any model whose forward takes ``past_key_values``
+    and ``attention_mask`` like it, with ``tok_emb`` and a ``config``) is frozen in
+    place. forward(idx (batch, seq), attention_mask (batch, seq) or
     None) -> logits (batch, seq, vocab_size).
     """
 
@@ -152,28 +142,14 @@ class PrefixTuning(nn.Module):
             )
         check_ids("idx", idx, cfg.vocab_size, cfg.context_length)
         check_attention_mask(attention_mask, idx)
-        batch, seq = idx.shape
-        pos = torch.arange(n_p, n_p + seq, device=idx.device)  # after the prefix
-        x = m.dropout(m.tok_emb(idx) + m.pos_emb(pos))  # (batch, seq, d_model)
-        # query i sees all n_p prefix keys and the real keys 0 .. i
-        mask = causal_mask(seq, n_p + seq, device=idx.device)  # (seq, n_p + seq)
-        if attention_mask is not None:
-            ones = attention_mask.new_ones(batch, n_p)
-            mask = mask & padding_mask(torch.cat([ones, attention_mask], dim=1))
+        if attention_mask is not None:  # the prefix is never padding
+            ones = attention_mask.new_ones(idx.shape[0], n_p)
+            attention_mask = torch.cat([ones, attention_mask], dim=1)
         kv = self.prefix_kv()  # (n_layers, 2, n_heads, n_p, d_head)
-        for layer, block in enumerate(m.blocks):
-            attn = block.attn
-            h = block.ln1(x)
-            q = _heads(attn.q_proj(h), attn.n_heads)  # (batch, n_heads, seq, d_head)
-            k_pre = kv[layer, 0].expand(batch, -1, -1, -1)  # (batch, n_heads, n_p, dh)
-            v_pre = kv[layer, 1].expand(batch, -1, -1, -1)
-            k = torch.cat([k_pre, _heads(attn.k_proj(h), attn.n_heads)], dim=2)
-            v = torch.cat([v_pre, _heads(attn.v_proj(h), attn.n_heads)], dim=2)
-            out = scaled_dot_product_attention(q, k, v, mask)  # (batch, nh, seq, dh)
-            out = out.transpose(1, 2).reshape(batch, seq, cfg.d_model)
-            x = x + block.dropout(attn.out_proj(out))
-            x = x + block.dropout(block.ff(block.ln2(x)))  # (batch, seq, d_model)
-        return m.lm_head(m.ln_f(x))  # (batch, seq, vocab_size)
+        past = [(kv[layer, 0][None], kv[layer, 1][None]) for layer in range(len(kv))]
+        # query i sees all n_p prefix keys and the real keys 0 .. i, at positions
+        # n_p .. n_p + seq - 1
+        return m(idx, past_key_values=past, attention_mask=attention_mask)
 
     @torch.no_grad()
     def kv_cache(self, batch: int, max_len: int | None = None) -> KVCache:

@@ -17,8 +17,9 @@ Conventions (the same as ``peft``'s ``PeftModelForCausalLM`` with a
 * the virtual tokens are never padding: an ``attention_mask`` for the real tokens is
   extended with ones in front.
 
-It works with the course :class:`~llmbook.model.GPT` and any model with the same
-parts (``tok_emb``, ``pos_emb``, ``dropout``, ``blocks``, ``ln_f``, ``lm_head``).
+It works with the course :class:`~llmbook.model.GPT` and any model whose forward
+takes ``inputs_embeds`` and ``attention_mask`` like it (and has ``tok_emb``):
+the soft prompt goes in front of the token embeddings and the model adds positions.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from llmbook.model.attention import padding_mask
 from llmbook.model.validation import check_ids
 
 __all__ = ["PromptTuning", "check_attention_mask"]
@@ -109,8 +109,8 @@ class PromptTuning(nn.Module):
         return self.model.config
 
     def embed(self, idx: Tensor) -> Tensor:
-        """[soft prompt; token embeddings] plus positions 0 .. n_virtual + seq - 1:
-        (batch, seq) -> (batch, n_virtual + seq, d_model)."""
+        """[soft prompt; token embeddings], without positions (the model adds those
+        of 0 .. n_virtual + seq - 1): (batch, seq) -> (batch, n_virtual + seq, d)."""
         cfg, n_v = self.model.config, self.n_virtual_tokens
         if idx.dim() == 2 and n_v + idx.shape[1] > cfg.context_length:
             raise ValueError(
@@ -118,24 +118,17 @@ class PromptTuning(nn.Module):
                 f"context_length={cfg.context_length}"
             )
         check_ids("idx", idx, cfg.vocab_size, cfg.context_length)
-        batch, seq = idx.shape
-        prompt = self.prompt.unsqueeze(0).expand(batch, -1, -1)  # (batch, n_v, d)
-        x = torch.cat([prompt, self.model.tok_emb(idx)], dim=1)  # (batch, n_v+seq, d)
-        pos = torch.arange(n_v + seq, device=idx.device)
-        return x + self.model.pos_emb(pos)
+        prompt = self.prompt.unsqueeze(0).expand(
+            idx.shape[0], -1, -1
+        )  # (batch, n_v, d)
+        return torch.cat([prompt, self.model.tok_emb(idx)], dim=1)
 
     def forward(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         check_attention_mask(attention_mask, idx)
-        m = self.model
-        x = m.dropout(self.embed(idx))  # (batch, n_v + seq, d_model)
-        mask = None
-        if attention_mask is not None:
+        if attention_mask is not None:  # the virtual tokens are never padding
             ones = attention_mask.new_ones(idx.shape[0], self.n_virtual_tokens)
-            full = torch.cat([ones, attention_mask], dim=1)  # (batch, n_v + seq)
-            mask = padding_mask(full)  # (batch, 1, 1, n_v + seq), True = attend
-        for block in m.blocks:
-            x = block(x, mask)  # causal, plus the padding mask
-        return m.lm_head(m.ln_f(x))  # (batch, n_v + seq, vocab_size)
+            attention_mask = torch.cat([ones, attention_mask], dim=1)
+        return self.model(inputs_embeds=self.embed(idx), attention_mask=attention_mask)
 
     def real_logits(self, idx: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Logits of the real tokens only: (batch, seq, vocab_size)."""

@@ -48,6 +48,7 @@ from llmbook.metrics.language_modeling import (
     perplexity,
     score_sequences,
     sliding_windows,
+    target_log_probs,
     text_counts,
 )
 from llmbook.metrics.overlap import (
@@ -99,6 +100,7 @@ __all__ = [
     "bits_per_byte",
     "perplexity",
     "score_sequences",
+    "target_log_probs",
     "sliding_windows",
     "text_counts",
     "PRF",

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from llmbook.model.scoring import target_log_probs
 from llmbook.utils import autocast_dtype, get_device
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "LMScore",
     "sliding_windows",
     "score_sequences",
+    "target_log_probs",
 ]
 
 
@@ -164,9 +165,8 @@ def score_sequences(
             ids, mask = ids.to(device), mask.to(device)
             with autocast:
                 logits = model(ids[:, :-1])  # (batch, width, vocab_size)
-            logp = F.log_softmax(logits.float(), dim=-1)
-            picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (batch, width)
-            sums = (picked * mask).sum(dim=1).double().cpu().numpy()
+            sums = target_log_probs(logits, ids[:, 1:], mask)  # (batch,)
+            sums = sums.double().cpu().numpy()
             for row, (i, _, _, _) in enumerate(batch):
                 logprob[i] += sums[row]
             count_rows = mask.sum(dim=1).cpu().numpy()

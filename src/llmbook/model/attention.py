@@ -32,6 +32,8 @@ __all__ = [
     "causal_mask",
     "padding_mask",
     "scaled_dot_product_attention",
+    "split_heads",
+    "merge_heads",
     "MultiHeadAttention",
 ]
 
@@ -213,6 +215,20 @@ def scaled_dot_product_attention(
     return (out, weights) if return_weights else out
 
 
+def split_heads(x: Tensor, n_heads: int) -> Tensor:
+    """(batch, seq, n_heads * d_head) -> (batch, n_heads, seq, d_head): one slice of
+    the model dimension per head (the package's only head-splitting code)."""
+    batch, seq, d_model = x.shape
+    return x.view(batch, seq, n_heads, d_model // n_heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(batch, n_heads, seq, d_head) -> (batch, seq, n_heads * d_head): the heads'
+    outputs concatenated, the inverse of :func:`split_heads`."""
+    batch, n_heads, seq, d_head = x.shape
+    return x.transpose(1, 2).reshape(batch, seq, n_heads * d_head)
+
+
 def _fused_attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool
 ) -> Tensor:
@@ -223,7 +239,7 @@ def _fused_attention(
     the course GPT's shapes, torch 2.13 on an AVX512-BF16 CPU), so on the CPU the
     attention itself runs in fp32 and only the matmuls around it use bf16.
     """
-    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+    if torch.is_autocast_enabled("cpu") and q.device.type == "cpu":
         dtype = q.dtype
         with torch.autocast("cpu", enabled=False):
             out = F.scaled_dot_product_attention(
@@ -264,11 +280,6 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
-    def _split_heads(self, x: Tensor) -> Tensor:
-        batch, seq, _ = x.shape  # (batch, seq, d_model)
-        x = x.view(batch, seq, self.n_heads, self.d_head)
-        return x.transpose(1, 2)  # (batch, n_heads, seq, d_head)
-
     def forward(
         self,
         query: Tensor,
@@ -296,10 +307,45 @@ class MultiHeadAttention(nn.Module):
                     f"{name} must have shape (batch, seq, {self.d_model}), "
                     f"got {tuple(x.shape)}"
                 )
-        q = self._split_heads(self.q_proj(query))  # (batch, n_heads, n_q, d_head)
-        k = self._split_heads(self.k_proj(key))  # (batch, n_heads, n_k, d_head)
-        v = self._split_heads(self.v_proj(value))  # (batch, n_heads, n_k, d_head)
-        if self.fused and not return_weights:
+        q, k, v = self.project(query, key, value)
+        return self.attend(
+            q, k, v, mask, is_causal=is_causal, return_weights=return_weights
+        )
+
+    def project(
+        self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The queries, keys and values, split into heads: each (batch, n_heads,
+        seq, d_head). ``key`` and ``value`` default to ``query`` (self-attention)."""
+        key = query if key is None else key
+        value = key if value is None else value
+        return (
+            split_heads(self.q_proj(query), self.n_heads),
+            split_heads(self.k_proj(key), self.n_heads),
+            split_heads(self.v_proj(value), self.n_heads),
+        )
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None = None,
+        *,
+        is_causal: bool = False,
+        return_weights: bool = False,
+        fused: bool | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attention over already projected heads, then W^O.
+
+        q: (batch, n_heads, n_q, d_head); k, v: (batch, n_heads, n_k, d_head), e.g.
+        cached keys followed by new ones (a causal query ``i`` is then position
+        ``n_k - n_q + i``). Returns (batch, n_q, d_model) and, if asked, the weights
+        (batch, n_heads, n_q, n_k). ``fused`` overrides the module's own choice of
+        kernel (None: keep it); asking for the weights runs the written-out one.
+        """
+        fused = self.fused if fused is None else fused
+        if fused and not return_weights:
             if is_causal and (mask is not None or q.shape[-2] != k.shape[-2]):
                 # The kernel takes a mask or is_causal, not both, and its is_causal
                 # aligns the diagonal top-left when n_q != n_k (ours: bottom-right).
@@ -312,9 +358,7 @@ class MultiHeadAttention(nn.Module):
             out, weights = scaled_dot_product_attention(
                 q, k, v, mask, is_causal=is_causal, return_weights=True
             )
-        batch, _, n_q, _ = out.shape
-        out = out.transpose(1, 2).reshape(batch, n_q, self.d_model)  # concat heads
-        out = self.out_proj(out)  # (batch, n_q, d_model)
+        out = self.out_proj(merge_heads(out))  # (batch, n_q, d_model)
         return (out, weights) if return_weights else out
 
     @torch.no_grad()

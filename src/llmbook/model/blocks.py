@@ -9,6 +9,8 @@ Masks follow :mod:`llmbook.model.attention`: boolean, True = may attend.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -16,7 +18,10 @@ from torch import Tensor, nn
 from llmbook.model.attention import MultiHeadAttention
 from llmbook.model.layers import FeedForward, LayerNorm, copy_linear, copy_norm
 
-__all__ = ["EncoderBlock", "DecoderBlock", "GPTBlock"]
+__all__ = ["EncoderBlock", "DecoderBlock", "GPTBlock", "KVExtender"]
+
+# new keys, new values (batch, n_heads, seq, d_head) -> all keys and values to attend to
+KVExtender = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def _torch_activation(layer: nn.Module) -> str:
@@ -213,10 +218,39 @@ class GPTBlock(nn.Module):
         self.ln2 = LayerNorm(d_model, eps, bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """mask: optional extra bool mask (e.g. padding) on top of the causal one."""
-        x = x + self.dropout(self.attn(self.ln1(x), mask=mask, is_causal=True))
-        return x + self.dropout(self.ff(self.ln2(x)))  # (batch, seq, d_model)
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        *,
+        extend_kv: KVExtender | None = None,
+        return_weights: bool = False,
+        fused: bool | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """mask: optional extra bool mask (e.g. padding) on top of the causal one.
+
+        ``extend_kv`` (used by :meth:`llmbook.model.GPT.forward`) receives this
+        block's new keys and values (batch, n_heads, seq, d_head) and returns the
+        keys and values to attend to, earlier positions first (a KV cache, a learned
+        prefix); the mask then covers all of them: (..., seq, n_keys). With
+        ``return_weights`` also returns the attention weights (batch, n_heads, seq,
+        n_keys), computed with the written-out attention. ``fused`` overrides the
+        attention's choice of kernel (None: keep it).
+        """
+        attn = self.attn
+        q, k, v = attn.project(self.ln1(x))  # (batch, n_heads, seq, d_head)
+        causal = True
+        if extend_kv is not None:
+            k, v = extend_kv(k, v)  # (batch, n_heads, n_keys, d_head)
+            causal = q.shape[2] > 1  # one new query is the last: it sees every key
+        out = attn.attend(
+            q, k, v, mask, is_causal=causal, return_weights=return_weights, fused=fused
+        )
+        a, weights = out if return_weights else (out, None)
+        x = x + (self.dropout(a) if self.training else a)  # eval: skip the call
+        f = self.ff(self.ln2(x))
+        x = x + (self.dropout(f) if self.training else f)  # (batch, seq, d_model)
+        return (x, weights) if return_weights else x
 
     def residual_projections(self) -> list[nn.Linear]:
         """The layers whose outputs are added to the residual stream."""

@@ -10,12 +10,16 @@ above it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from llmbook.model.blocks import GPTBlock
+from llmbook.model.attention import causal_mask
+from llmbook.model.blocks import GPTBlock, KVExtender
 from llmbook.model.init import init_gpt2_
 from llmbook.model.layers import LayerNorm, copy_norm
 from llmbook.model.validation import check_ids, check_sizes
@@ -23,6 +27,9 @@ from llmbook.model.validation import check_ids, check_sizes
 __all__ = [
     "GPTConfig",
     "GPT",
+    "GPTOutput",
+    "KVCacheLike",
+    "PastKeyValues",
     "count_parameters",
     "model_flops_per_token",
     "load_hf_gpt2_weights",
@@ -60,12 +67,87 @@ class GPTConfig:
         return self.d_model // self.n_heads
 
 
+class KVCacheLike(Protocol):
+    """A key-value cache that :meth:`GPT.forward` updates in place (the course's is
+    :class:`llmbook.decoding.KVCache`): ``length`` cached positions, and
+    ``append(layer, k, v)`` stores the new (batch, n_heads, n_new, d_head) keys and
+    values of ``layer`` after them and returns all of that layer's keys and values."""
+
+    length: int
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+# one (keys, values) pair per layer, each (batch or 1, n_heads, n_past, d_head)
+PastKeyValues = Sequence[tuple[Tensor, Tensor]]
+
+
+@dataclass
+class GPTOutput:
+    """What :meth:`GPT.forward` returns when more than the logits is asked for.
+
+    ``logits`` (batch, seq, vocab); ``past_key_values`` (with ``use_cache``);
+    ``hidden_states``: ``n_layers + 1`` residual streams (batch, seq, d_model);
+    ``attentions``: ``n_layers`` weights (batch, n_heads, seq, n_past + seq).
+    """
+
+    logits: Tensor
+    past_key_values: KVCacheLike | PastKeyValues | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+def _past_length(past: KVCacheLike | PastKeyValues | None, n_layers: int) -> int:
+    if past is None:
+        return 0
+    if not isinstance(past, (tuple, list)):
+        return past.length
+    if len(past) != n_layers:
+        raise ValueError(
+            f"past_key_values must hold one (keys, values) pair per layer "
+            f"({n_layers}), got {len(past)}"
+        )
+    return past[0][0].shape[-2] if n_layers else 0
+
+
+def _kv_extender(
+    past: KVCacheLike | PastKeyValues | None,
+    layer: int,
+    in_place: bool,
+    use_cache: bool,
+    presents: list[tuple[Tensor, Tensor]],
+) -> KVExtender | None:
+    """How block ``layer`` gets its keys and values: appended to a cache in place,
+    or the past pair concatenated in front (and kept in ``presents`` when
+    ``use_cache``)."""
+    if in_place:
+        return partial(past.append, layer)
+    if past is None and not use_cache:
+        return None
+
+    def extend(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if past is not None:
+            k_past, v_past = past[layer]
+            batch = k.shape[0]
+            k = torch.cat([k_past.expand(batch, -1, -1, -1), k], dim=2)
+            v = torch.cat([v_past.expand(batch, -1, -1, -1), v], dim=2)
+        if use_cache:
+            presents.append((k, v))
+        return k, v
+
+    return extend
+
+
 class GPT(nn.Module):
     """Decoder-only Transformer language model (GPT-2's architecture).
 
     Token embeddings plus learned position embeddings, ``n_layers`` pre-LN causal
     blocks, a final LayerNorm, and an LM head whose weight is the token embedding
-    matrix (tied). ``forward(idx)``: (batch, seq) ids -> logits (batch, seq, vocab).
+    matrix (tied). ``forward(idx)``: (batch, seq) ids -> logits (batch, seq, vocab);
+    its keyword-only hooks (a KV cache or learned prefix, input embeddings, position
+    ids, a padding mask, hidden states and attentions) serve decoding, batching,
+    parameter-efficient fine-tuning, export and attribution, so that no other module
+    runs the blocks itself.
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -91,14 +173,155 @@ class GPT(nn.Module):
         self.lm_head.weight = self.tok_emb.weight  # weight tying
         init_gpt2_(self)
 
-    def forward(self, idx: Tensor) -> Tensor:
+    def forward(
+        self,
+        idx: Tensor | None = None,
+        *,
+        inputs_embeds: Tensor | None = None,
+        past_key_values: KVCacheLike | PastKeyValues | None = None,
+        position_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        use_cache: bool = False,
+    ) -> Tensor | GPTOutput:
+        """Logits (batch, seq, vocab) of ``idx`` (batch, seq), or a :class:`GPTOutput`
+        when hidden states, attentions or the cache are asked for.
+
+        The keywords are the hooks later chapters need (named as in Hugging Face's
+        ``GPT2Model.forward``):
+
+        * ``inputs_embeds`` (batch, seq, d_model): token embeddings to use instead of
+          ``idx`` (prompt tuning, attributions); positions are still added;
+        * ``past_key_values``: keys and values of earlier positions, either a cache
+          with ``length`` and ``append(layer, k, v)`` (a
+          :class:`llmbook.decoding.KVCache`, updated in place), or one (keys, values)
+          pair per layer, each (batch or 1, n_heads, n_past, d_head) (a learned
+          prefix). The new tokens follow them and attend to all of them;
+        * ``position_ids`` (seq,) or (batch, seq): defaults to ``n_past ..
+          n_past + seq - 1``;
+        * ``attention_mask`` (batch, n_past + seq), 1/True on real tokens, 0/False
+          on padding: no query attends to a padding key. A query with no real key to
+          see (a left pad) attends to itself, so that no row is empty;
+        * ``output_hidden_states``: the ``n_layers + 1`` residual streams (after the
+          embeddings, then after each block; the final LayerNorm is not applied);
+        * ``output_attentions``: every layer's weights (batch, n_heads, seq, n_keys),
+          computed with the written-out attention. Otherwise the config's
+          ``fused_attention`` picks the kernel, except that a cache object (only
+          inference uses one) always gets PyTorch's fused kernel;
+        * ``use_cache``: return the keys and values including the new positions (the
+          cache object itself, or a new tuple of per-layer pairs).
+        """
+        in_place = past_key_values is not None and not isinstance(
+            past_key_values, (tuple, list)
+        )  # a cache object, updated in place
+        x, past_len = self._embed(idx, inputs_embeds, past_key_values, position_ids)
+        batch, seq, _ = x.shape
+        mask = self._key_mask(attention_mask, batch, seq, past_len, x.device)
+        presents: list[tuple[Tensor, Tensor]] = []
+        states: list[Tensor] = []
+        attentions: list[Tensor] = []
+        for layer, block in enumerate(self.blocks):
+            if output_hidden_states:
+                states.append(x)
+            extend = _kv_extender(past_key_values, layer, in_place, use_cache, presents)
+            if output_attentions:
+                x, weights = block(x, mask, extend_kv=extend, return_weights=True)
+                attentions.append(weights)
+            else:  # decoding with a cache always takes the fused kernel (faster)
+                x = block(x, mask, extend_kv=extend, fused=in_place or None)
+        logits = self.lm_head(self.ln_f(x))  # (batch, seq, vocab_size)
+        if in_place:
+            past_key_values.length = past_len + seq
+        if not (output_hidden_states or output_attentions or use_cache):
+            return logits
+        cache: KVCacheLike | PastKeyValues | None = None
+        if use_cache:
+            cache = past_key_values if in_place else tuple(presents)
+        return GPTOutput(
+            logits=logits,
+            past_key_values=cache,
+            hidden_states=tuple(states + [x]) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+    def _embed(
+        self,
+        idx: Tensor | None,
+        inputs_embeds: Tensor | None,
+        past: KVCacheLike | PastKeyValues | None,
+        position_ids: Tensor | None,
+    ) -> tuple[Tensor, int]:
+        """Token plus position embeddings (batch, seq, d_model), after dropout, and
+        the number of past positions."""
         cfg = self.config
-        check_ids("idx", idx, cfg.vocab_size, cfg.context_length)
-        pos = torch.arange(idx.shape[1], device=idx.device)
-        x = self.dropout(self.tok_emb(idx) + self.pos_emb(pos))  # (batch, seq, d_model)
-        for block in self.blocks:
-            x = block(x)  # (batch, seq, d_model)
-        return self.lm_head(self.ln_f(x))  # (batch, seq, vocab_size)
+        if (idx is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of idx and inputs_embeds")
+        if idx is not None:
+            check_ids("idx", idx, cfg.vocab_size, cfg.context_length)
+            tok, seq = self.tok_emb(idx), idx.shape[1]
+        else:
+            tok = inputs_embeds
+            if (
+                not isinstance(tok, Tensor)
+                or not tok.is_floating_point()
+                or tok.dim() != 3
+                or tok.shape[-1] != cfg.d_model
+            ):
+                got = tuple(tok.shape) if isinstance(tok, Tensor) else type(tok)
+                raise ValueError(
+                    "inputs_embeds must be a float tensor (batch, seq, "
+                    f"{cfg.d_model}), got {got}"
+                )
+            seq = tok.shape[1]
+        past_len = _past_length(past, cfg.n_layers)
+        if past_len + seq > cfg.context_length:
+            raise ValueError(
+                f"{past_len} past + {seq} new positions exceed context_length="
+                f"{cfg.context_length}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + seq, device=tok.device)
+        elif position_ids.shape[-1] != seq:
+            raise ValueError(
+                f"position_ids must end in a dim of {seq} (one per new token), got "
+                f"shape {tuple(position_ids.shape)}"
+            )
+        x = tok + self.pos_emb(position_ids)  # (batch, seq, d_model)
+        return (self.dropout(x) if self.training else x), past_len
+
+    @staticmethod
+    def _key_mask(
+        attention_mask: Tensor | None,
+        batch: int,
+        seq: int,
+        past_len: int,
+        device: torch.device,
+    ) -> Tensor | None:
+        """(batch, 1, seq, past_len + seq) bool, True = may attend: causal, no
+        padding key, and a query that would see nothing sees itself."""
+        if attention_mask is None:
+            return None
+        total = past_len + seq
+        if not isinstance(attention_mask, Tensor) or attention_mask.shape != (
+            batch,
+            total,
+        ):
+            got = (
+                tuple(attention_mask.shape)
+                if isinstance(attention_mask, Tensor)
+                else type(attention_mask).__name__
+            )
+            raise ValueError(
+                f"attention_mask must be (batch, past + seq) = ({batch}, {total}), "
+                f"1 = token, 0 = padding; got {got}"
+            )
+        causal = causal_mask(seq, total, device=device)  # (seq, total)
+        mask = causal & attention_mask.to(device=device, dtype=torch.bool)[:, None, :]
+        q_pos = torch.arange(past_len, total, device=device)[:, None]
+        itself = q_pos == torch.arange(total, device=device)  # (seq, total)
+        mask = mask | (itself & ~mask.any(dim=-1, keepdim=True))
+        return mask[:, None]  # (batch, 1, seq, total): the same for every head
 
     @classmethod
     def from_hf_gpt2(cls, hf_model: nn.Module) -> GPT:

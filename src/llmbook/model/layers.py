@@ -86,7 +86,9 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = _activation(self.activation, self.fc1(x))  # (..., d_ff)
-        return self.fc2(self.dropout(h))  # (..., d_model)
+        if self.training:  # dropout is the identity in eval: skip the call
+            h = self.dropout(h)
+        return self.fc2(h)  # (..., d_model)
 
 
 def sinusoidal_positions(n: int, d: int, base: float = 10000.0) -> Tensor:

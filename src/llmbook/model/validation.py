@@ -26,15 +26,13 @@ def check_ids(name: str, idx: Tensor, vocab_size: int, max_len: int) -> None:
         raise ValueError(
             f"{name} has length {idx.shape[1]}, longer than context_length={max_len}"
         )
-    if (
-        idx.device.type == "cpu"
-        and idx.numel()
-        and (int(idx.min()) < 0 or int(idx.max()) >= vocab_size)
-    ):
-        raise ValueError(
-            f"{name} holds ids in [{int(idx.min())}, {int(idx.max())}], outside "
-            f"the vocabulary [0, {vocab_size})"
-        )
+    if idx.device.type == "cpu" and idx.numel():
+        lo, hi = (int(t) for t in torch.aminmax(idx))  # one pass over the ids
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(
+                f"{name} holds ids in [{lo}, {hi}], outside the vocabulary "
+                f"[0, {vocab_size})"
+            )
 
 
 def check_sizes(config: Any) -> None:

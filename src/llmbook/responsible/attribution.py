@@ -1,8 +1,8 @@
 """Looking inside the course GPT (Chapter 13): attributions, the logit lens, probes.
 
-* :func:`residual_stream` runs a :class:`~llmbook.model.GPT` block by block from token
-  embeddings (so gradients can flow to them) and keeps every layer's residual stream
-  and attention weights;
+* :func:`residual_stream` runs a :class:`~llmbook.model.GPT` from token embeddings
+  (so gradients can flow to them) and keeps every layer's residual stream and
+  attention weights (the model's ``output_hidden_states`` and ``output_attentions``);
 * :func:`gradient_x_input` and :func:`integrated_gradients` (Sundararajan et al.,
   2017) attribute a scalar output to the input's entries; IG satisfies *completeness*:
   its attributions sum to ``f(x) - f(baseline)`` up to the error of the Riemann sum;
@@ -16,8 +16,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-
-from llmbook.model.validation import check_ids
 
 __all__ = [
     "residual_stream",
@@ -51,29 +49,20 @@ def residual_stream(
         ``n_layers`` attention weights (batch, n_heads, seq, seq).
     """
     _check_gpt(model)
-    cfg = model.config
-    if tok_embeds.dim() != 3 or tok_embeds.shape[-1] != cfg.d_model:
-        raise ValueError(f"tok_embeds must have shape (batch, seq, {cfg.d_model}), "
+    d_model = model.config.d_model
+    if tok_embeds.dim() != 3 or tok_embeds.shape[-1] != d_model:
+        raise ValueError(f"tok_embeds must have shape (batch, seq, {d_model}), "
                          f"got {tuple(tok_embeds.shape)}")  # fmt: skip
-    if tok_embeds.shape[1] > cfg.context_length:
-        raise ValueError(f"seq {tok_embeds.shape[1]} exceeds context_length "
-                         f"{cfg.context_length}")  # fmt: skip
-    pos = torch.arange(tok_embeds.shape[1], device=tok_embeds.device)
-    x = model.dropout(tok_embeds + model.pos_emb(pos))  # (batch, seq, d_model)
-    states, attentions = [x], []
-    for block in model.blocks:
-        a, w = block.attn(block.ln1(x), is_causal=True, return_weights=True)
-        x = x + block.dropout(a)
-        x = x + block.dropout(block.ff(block.ln2(x)))  # (batch, seq, d_model)
-        states.append(x)
-        attentions.append(w)
-    return states, attentions
+    out = model(
+        inputs_embeds=tok_embeds, output_hidden_states=True, output_attentions=True
+    )
+    return list(out.hidden_states), list(out.attentions)
 
 
 def logits_from_embeddings(model: nn.Module, tok_embeds: Tensor) -> Tensor:
     """The GPT's logits (batch, seq, vocab) computed from token embeddings."""
-    states, _ = residual_stream(model, tok_embeds)
-    return model.lm_head(model.ln_f(states[-1]))
+    _check_gpt(model)
+    return model(inputs_embeds=tok_embeds)
 
 
 def logit_lens(model: nn.Module, idx: Tensor) -> Tensor:
@@ -81,9 +70,8 @@ def logit_lens(model: nn.Module, idx: Tensor) -> Tensor:
     vocab). Entry 0 reads the embeddings, entry ``l`` the output of block ``l``; the
     last entry equals ``model(idx)``."""
     _check_gpt(model)
-    check_ids("idx", idx, model.config.vocab_size, model.config.context_length)
     with torch.no_grad():
-        states, _ = residual_stream(model, model.tok_emb(idx))
+        states = model(idx, output_hidden_states=True).hidden_states
         return torch.stack([model.lm_head(model.ln_f(h)) for h in states])
 
 

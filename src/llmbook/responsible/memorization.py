@@ -19,8 +19,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from llmbook.model.scoring import target_log_probs
 
 __all__ = [
     "sequence_log_perplexity",
@@ -78,10 +79,13 @@ def sequence_log_perplexity(
                 scored[row, prefix_length : len(seq)] = True
             # only positions prefix_length-1 .. end predict a scored token
             logits = model(ids[:, :-1].to(device))[:, prefix_length - 1 :]
-            logp = F.log_softmax(logits.float(), dim=-1).cpu()  # (b, n_scored, vocab)
-            targets = ids[:, prefix_length:]
-            nll = -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double()
-            out.append((nll * scored[:, prefix_length:]).sum(dim=1) / math.log(2))
+            logp = target_log_probs(
+                logits,
+                ids[:, prefix_length:].to(device),
+                scored[:, prefix_length:].to(device),
+                reduction="none",
+            )  # (b, n_scored), 0 on padding
+            out.append(-logp.cpu().double().sum(dim=1) / math.log(2))
     return torch.cat(out)
 
 

@@ -26,13 +26,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from llmbook.data.batching import CourseData, window_iterator
 from llmbook.model.bert import MaskedLM
 from llmbook.model.gpt import GPT
+from llmbook.model.scoring import target_log_probs
 from llmbook.train.checkpoint import load_checkpoint, save_checkpoint
 from llmbook.train.config import TrainConfig
 from llmbook.train.history import History
@@ -116,10 +116,9 @@ def evaluate_perplexity(
                 x[row, :n] = data[start : start + n]
                 y[row, first:n] = data[start + first + 1 : start + n + 1]
             logits = model(x.to(device)).float()  # (batch, length, vocab_size)
-            nll = F.cross_entropy(
-                logits.flatten(0, 1), y.to(device).flatten(), reduction="sum"
-            )  # positions labelled -100 are skipped
-            total_nll += nll.item()
+            y = y.to(device)
+            logp = target_log_probs(logits, y, y != -100)  # (batch,), -100: unscored
+            total_nll -= logp.sum().item()
             count += int((y != -100).sum())
     finally:
         model.train(was_training)

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from llmbook.model.scoring import target_log_probs
+
 if TYPE_CHECKING:  # pragma: no cover
     from llmbook.model.bert import MaskedLM
 
@@ -56,40 +58,10 @@ IGNORE_INDEX = -100
 # --- causal language modelling ---------------------------------------------------
 
 
-def _check_logits_targets(logits: Tensor, targets: Tensor) -> None:
-    if logits.dim() != 3:
-        raise ValueError(
-            f"logits must be (batch, seq, vocab), got shape {tuple(logits.shape)}"
-        )
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be floating point, got {logits.dtype}")
-    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"targets must be integer token ids, got {targets.dtype}")
-    if targets.shape != logits.shape[:2]:
-        raise ValueError(
-            f"targets must be (batch, seq) = {tuple(logits.shape[:2])} to match "
-            f"logits {tuple(logits.shape)}, got {tuple(targets.shape)}"
-        )
-
-
 def _token_log_probs(logits: Tensor, targets: Tensor, ignore_index: int) -> Tensor:
     """log p(target_t | context) per position, 0 where ignored. (batch, seq), float32+."""
-    _check_logits_targets(logits, targets)
-    targets = targets.long()
-    keep = targets != ignore_index
-    vocab_size = logits.shape[-1]
-    bad = keep & ((targets < 0) | (targets >= vocab_size))
-    if bad.any():
-        raise ValueError(
-            f"targets must lie in [0, {vocab_size}) or equal ignore_index="
-            f"{ignore_index}; found {targets[bad][0].item()}"
-        )
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # log-softmax in half precision loses digits
-    log_probs = torch.log_softmax(logits, dim=-1)  # (batch, seq, vocab)
-    safe = torch.where(keep, targets, 0)  # any valid index; zeroed below
-    picked = log_probs.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (batch, seq)
-    return torch.where(keep, picked, torch.zeros_like(picked))
+    mask = targets != ignore_index
+    return target_log_probs(logits, targets, mask, reduction="none")
 
 
 def causal_lm_loss(
