@@ -53,7 +53,7 @@ from llmbook.apps.codemeasures import (
     paired_measures,
     score_item,
 )
-from llmbook.apps.rag import (
+from llmbook.apps.retrieval import (
     chunk_text,
     chunks_digest,
     course_chunks,

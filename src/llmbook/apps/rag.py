@@ -2,7 +2,7 @@
 the evaluation of the whole system.
 
 Retrieval itself (documents, chunks, MiniLM search, hit rate, prompts) is
-:mod:`llmbook.apps.retrieval`, re-exported here. This module adds the generator's
+:mod:`llmbook.apps.retrieval`. This module adds the generator's
 half. ``course-gpt-sft`` (Chapter 7) was tuned on bare questions, so a passage in its
 prompt is only more text to continue; the *reader* ``course-gpt-rag`` is that model
 LoRA-tuned on the training split's questions with a passage in front of most of
@@ -42,20 +42,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llmbook.apps.retrieval import (
-    INDEX_DIR,
-    api_docs,
     build_index,
-    chunk_text,
-    chunks_digest,
     course_chunks,
     exact_search,
     first_sentence,
     instruction_pairs,
     load_index,
     rag_prompt,
-    recall_at_k,
-    reciprocal_rank,
-    topic_docs,
 )
 from llmbook.decoding import generate
 from llmbook.finetune.lora import apply_lora, merge_and_unwrap
@@ -70,20 +63,6 @@ from llmbook.train.optim import cosine_schedule
 from llmbook.train.step import train_step
 
 __all__ = [
-    "INDEX_DIR",
-    "api_docs",
-    "topic_docs",
-    "first_sentence",
-    "instruction_pairs",
-    "chunk_text",
-    "course_chunks",
-    "exact_search",
-    "recall_at_k",
-    "reciprocal_rank",
-    "rag_prompt",
-    "chunks_digest",
-    "build_index",
-    "load_index",
     "READER",
     "MAX_NEW",
     "ReaderConfig",
