@@ -75,6 +75,8 @@ class HubCausalLM(nn.Module):
                 f"{idx.shape[1]} tokens exceed {self.config.name}'s context_length "
                 f"{self.config.context_length}"
             )
+        if attention_mask is None:  # every token is real (and transformers warns
+            attention_mask = torch.ones_like(idx)  # when the pad id shows up unmasked)
         out = self.hf_model(input_ids=idx, attention_mask=attention_mask,
                             use_cache=False)  # fmt: skip
         return out.logits
