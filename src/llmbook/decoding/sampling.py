@@ -56,8 +56,9 @@ def stream(
     ``config.context_length``; ``idx`` (batch, seq) holds equally long prompts.
     With ``use_cache`` (a GPT) only the new token runs through the model at each
     step (a model whose ``supports_kv_cache`` is False, such as a hub model from
-    :func:`llmbook.model.hub.load_causal_lm`, always runs uncached); once the sequence outgrows the context, every step reruns the last
-    ``context_length`` tokens, as without the cache, so the tokens are the same.
+    :func:`llmbook.model.hub.load_causal_lm`, always runs uncached); once the
+    sequence outgrows the context, every step reruns the last ``context_length``
+    tokens, as without the cache, so the tokens are the same.
     """
     if idx.dim() != 2 or idx.shape[1] == 0:
         raise ValueError(
