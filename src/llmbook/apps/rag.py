@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llmbook.apps.retrieval import (
@@ -52,7 +51,13 @@ from llmbook.apps.retrieval import (
 )
 from llmbook.decoding import generate
 from llmbook.finetune.lora import apply_lora, merge_and_unwrap
-from llmbook.metrics import PairedResult, corpus_chrf, paired_bootstrap, sentence_chrf
+from llmbook.metrics import (
+    PairedResult,
+    corpus_chrf,
+    paired_bootstrap,
+    sentence_chrf,
+    target_log_probs,
+)
 from llmbook.model.pretrained import (
     from_pretrained,
     load_tokenizer,
@@ -186,12 +191,9 @@ def answer_loss(model: nn.Module, batch: Tensor) -> Tensor:
     """Chapter 7's answer-only loss: cross-entropy on the answer tokens only, for a
     batch made by :func:`_encode_batch` (the hook :func:`~llmbook.train.train_step`
     takes as ``loss_fn``)."""
-    ids, mask = batch[:, 0], batch[:, 1, 1:].float()
-    logits = model(ids[:, :-1])
-    per_token = F.cross_entropy(
-        logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none"
-    )
-    return (per_token * mask.flatten()).sum() / mask.sum()
+    ids, mask = batch[:, 0], batch[:, 1, 1:]
+    log_p = target_log_probs(model(ids[:, :-1]), ids[:, 1:], mask, reduction="sum")
+    return -log_p.sum() / mask.sum()  # mean over every answer token of the batch
 
 
 def train_reader(
