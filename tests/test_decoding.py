@@ -343,9 +343,8 @@ def pooled_chisquare_pvalue(counts, probs, n):
 def test_speculative_sampling_follows_the_target_distribution():
     config = SamplingConfig(temperature=0.8, top_k=4)
     target = random_gpt(41, config=SIZES, scale=0.3, vocab_size=6)
-    draft = random_gpt(
-        41, config=SIZES, scale=0.3, vocab_size=6
-    )  # the target, perturbed: a similar model
+    # the target, perturbed: a similar model
+    draft = random_gpt(41, config=SIZES, scale=0.3, vocab_size=6)
     torch.manual_seed(9)
     with torch.no_grad():
         for p in draft.parameters():

@@ -115,9 +115,8 @@ def test_state_dict_round_trip_resumes_exactly(name, tmp_path):
     del resumed, opt
 
     checkpoint = torch.load(tmp_path / "c")
-    resumed = random_gpt(
-        99, config=CONFIG
-    )  # different weights: everything must come from the file
+    # different weights: everything must come from the file
+    resumed = random_gpt(99, config=CONFIG)
     resumed.load_state_dict(checkpoint["model"])
     opt = cls(resumed.parameters(), **kwargs)
     opt.load_state_dict(checkpoint["opt"])
