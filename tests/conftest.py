@@ -6,6 +6,11 @@ shares `_build/.jupyter_cache` with `make book` and with
 tests/test_notebooks_execute.py, which fills that cache; so in `make test`, whose second
 stage runs the book tests after the first has executed every notebook, the build only
 renders. Set LLMBOOK_BOOK_HTML=/path/to/_build/html to test an existing build instead.
+
+`hf_offline` keeps Hugging Face from reaching the hub in a module (use it with
+``pytestmark = pytest.mark.usefixtures("hf_offline")``); `browser_context` is the headless
+Chromium of the browser tests. Builders that tests call with arguments (a random GPT,
+a local HTTP server) are in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -85,6 +90,59 @@ def tiny_hf_gpt2():
             if "ln" in name or name.endswith("bias"):
                 p.add_(0.1 * torch.randn_like(p))
     return hf
+
+
+@pytest.fixture(scope="module")
+def hf_offline():
+    """Hugging Face offline for a whole test module: ``HF_HUB_OFFLINE=1`` in the
+    environment and in ``huggingface_hub.constants`` (which read it at import time),
+    so that nothing is downloaded and a missing file fails at once."""
+    import huggingface_hub.constants as hf_constants
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+        yield
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory):
+    """A headless Chromium driven by Playwright, one per test module, with a fresh,
+    empty profile (user-data-dir) and a 1280 x 900 viewport. Skips when this machine
+    has no Chromium (see tools/find_browser.py) or no Playwright."""
+    if str(ROOT / "tools") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tools"))
+    from find_browser import find_browser, why_not
+
+    browser = find_browser(install=False)
+    if browser is None:
+        pytest.skip(f"browser tests skipped: {why_not()}")
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api",
+        reason="browser tests skipped: playwright is not installed",
+    )
+    with playwright_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=browser,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        yield ctx
+        ctx.close()
 
 
 # `make test` runs `pytest -n 2 --dist loadscope`: every test module (or test class)

@@ -19,7 +19,6 @@ Nothing is downloaded: Hugging Face runs with ``HF_HUB_OFFLINE=1``.
 
 import math
 
-import huggingface_hub.constants as hf_constants
 import pytest
 import torch
 
@@ -34,12 +33,7 @@ SIZES = {"vocab_size": 101, "context_length": 23, "d_model": 32, "n_heads": 4,
          "n_layers": 2, "d_ff": 56}  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-        yield
+pytestmark = pytest.mark.usefixtures("hf_offline")
 
 
 @pytest.fixture(params=[0, 1], ids=lambda s: f"seed{s}")

@@ -16,10 +16,7 @@ runs it in a single worker and the book is built once.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,6 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 from find_browser import find_browser, why_not  # noqa: E402
+from helpers import serve_directory  # noqa: E402
 
 BROWSER = find_browser(install=False)
 if BROWSER is None:
@@ -41,16 +39,6 @@ playwright_api = pytest.importorskip(
 # keeps this file together.
 pytestmark = [pytest.mark.book]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LOCAL_HOSTS = {"127.0.0.1"}
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 ATTENTION_PAGE = "chapters/03_attention"
@@ -89,34 +77,10 @@ def book_html(built_book) -> Path:
     return built_book.html
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def base_url(book_html):
-    handler = functools.partial(_QuietHandler, directory=str(book_html))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def context(tmp_path_factory):
-    with playwright_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),  # fresh user-data-dir
-            executable_path=BROWSER,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        yield ctx
-        ctx.close()
+    with serve_directory(book_html) as url:
+        yield url
 
 
 class Visit:
@@ -149,11 +113,11 @@ class Visit:
 
 
 @pytest.fixture(scope="module")
-def visits(context, base_url) -> dict[str, dict]:
+def visits(browser_context, base_url) -> dict[str, dict]:
     """Open every page once; collect errors, requests, images, math, buttons."""
     results = {}
     for name in PAGES:
-        visit = Visit(context, f"{base_url}/{name}.html")
+        visit = Visit(browser_context, f"{base_url}/{name}.html")
         page = visit.page
         n_math = page.locator(".math").count()
         if n_math:  # a page whose MathJax cannot load fails below, not here
@@ -227,9 +191,9 @@ def cell_values(view) -> list[str]:
     )
 
 
-def test_attention_view_is_interactive(context, base_url):
+def test_attention_view_is_interactive(browser_context, base_url):
     assert ATTENTION_PAGE in PAGES
-    visit = Visit(context, f"{base_url}/{ATTENTION_PAGE}.html")
+    visit = Visit(browser_context, f"{base_url}/{ATTENTION_PAGE}.html")
     page = visit.page
     view = page.locator("div.llmbook-attn").first
     try:
@@ -274,7 +238,7 @@ def test_attention_view_is_interactive(context, base_url):
     page.close()
 
 
-def test_two_views_on_one_page_do_not_clash(context, tmp_path):
+def test_two_views_on_one_page_do_not_clash(browser_context, tmp_path):
     """Two views (one of them cross-attention) in one saved page work independently."""
     import numpy as np
 
@@ -289,7 +253,7 @@ def test_two_views_on_one_page_do_not_clash(context, tmp_path):
     )
     page_file = tmp_path / "two.html"
     page_file.write_text(a.to_page().replace("</body>", b.html + "</body>"))
-    visit = Visit(context, page_file.as_uri())
+    visit = Visit(browser_context, page_file.as_uri())
     first = visit.page.locator(f"#{a.element_id}")
     second = visit.page.locator(f"#{b.element_id}")
     assert first.get_attribute("data-ready") == "1"
@@ -318,7 +282,7 @@ def shown_bars(view) -> list[list[str]]:
     )
 
 
-def test_decoding_view_redraws_from_its_data(context, tmp_path):
+def test_decoding_view_redraws_from_its_data(browser_context, tmp_path):
     """A saved decoding view shows, for each choice of selects, the embedded row."""
     import json
 
@@ -332,7 +296,7 @@ def test_decoding_view_redraws_from_its_data(context, tmp_path):
     model = GPT(GPTConfig(len(tokenizer), 32, d_model=32, n_heads=2, n_layers=1))
     prompt = 'She said "<b>&amp;</b>"\n and'
     dec = decoding_view(model, tokenizer, prompt, n_tokens=10, continuation_tokens=20)
-    visit = Visit(context, dec.save(tmp_path / "decoding.html").as_uri())
+    visit = Visit(browser_context, dec.save(tmp_path / "decoding.html").as_uri())
     view = visit.page.locator(f"#{dec.element_id}")
     assert view.get_attribute("data-ready") == "1", "the view's script did not run"
     data = json.loads(view.locator('script[data-role="data"]').text_content())

@@ -11,10 +11,7 @@ one line saying why.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -33,24 +30,10 @@ playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="browser tests skipped: playwright is not installed"
 )
 import quiz_site  # noqa: E402
+from helpers import serve_directory  # noqa: E402
 from llmbook_quiz import load_quiz  # noqa: E402
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = ROOT / "_build" / "screenshots"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -61,26 +44,8 @@ def base_url(tmp_path_factory):
     out = tmp_path_factory.mktemp("quiz-html")
     status, log = quiz_site.build(src, out)
     assert status == 0, log
-    handler = functools.partial(_QuietHandler, directory=str(out))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def context(tmp_path_factory):
-    with playwright_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=BROWSER,
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        yield ctx
-        ctx.close()
+    with serve_directory(out) as url:
+        yield url
 
 
 class Visit:
@@ -125,8 +90,8 @@ def marks(question) -> list[str]:
 
 
 @pytest.mark.parametrize("page", ["chapters/03_quiz", "page"])
-def test_quiz_marks_answers_and_explains(context, base_url, page):
-    visit = Visit(context, f"{base_url}/{page}.html")
+def test_quiz_marks_answers_and_explains(browser_context, base_url, page):
+    visit = Visit(browser_context, f"{base_url}/{page}.html")
     visit.page.wait_for_selector("mjx-container", state="attached", timeout=15_000)
     quiz = visit.page.locator("section.llmbook-quiz")
     assert quiz.count() == 1
@@ -195,11 +160,11 @@ def test_quiz_marks_answers_and_explains(context, base_url, page):
     visit.page.close()
 
 
-def test_every_chapter_quiz_works_in_the_browser(context, base_url):
+def test_every_chapter_quiz_works_in_the_browser(browser_context, base_url):
     """Every chapter's real quiz: the script is ready on each question, its formulas
     render without MathJax errors, checking the right option says "Correct." and
     "Show answer" explains every option; no console errors."""
-    visit = Visit(context, f"{base_url}/all.html")
+    visit = Visit(browser_context, f"{base_url}/all.html")
     page = visit.page
     page.wait_for_selector("mjx-container", state="attached", timeout=15_000)
     page.evaluate("() => MathJax.startup.promise")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import random_gpt
 from notebook_defs import assert_same_signature, notebook_definitions
 
 import llmbook.decoding as pkg
-from llmbook.model.gpt import GPT, GPTConfig
 
 CHAPTER = Path(__file__).resolve().parents[1] / "chapters" / "06_decoding.ipynb"
 TWINS = [
@@ -63,18 +63,12 @@ def test_filters_agree(nb, gen):
         nb.top_p_filter(logits, 0.0)
 
 
-def small_gpt(gen) -> GPT:
-    config = GPTConfig(vocab_size=53, context_length=40, d_model=24, n_heads=3,
-                       n_layers=2, dropout=0.0)  # fmt: skip
-    model = GPT(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn(p.shape, generator=gen))
-    return model
+SIZES = {"vocab_size": 53, "context_length": 40, "d_model": 24, "n_heads": 3,
+         "n_layers": 2, "dropout": 0.0}  # fmt: skip
 
 
 def test_greedy_and_cached_forward_agree(nb, gen):
-    model = small_gpt(gen)
+    model = random_gpt(config=SIZES, scale=0.2, generator=gen)
     ids = torch.randint(53, (2, 9), generator=gen)
     assert torch.equal(
         nb.greedy_decode(model, ids, 15), pkg.generate(model, ids, 15, 0)

@@ -23,7 +23,6 @@ Nothing is downloaded: Hugging Face runs with ``HF_HUB_OFFLINE=1``.
 import math
 import re
 
-import huggingface_hub.constants as hf_constants
 import pytest
 import torch
 from tokenizers import Tokenizer
@@ -47,12 +46,7 @@ from llmbook.train import (
 ATOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-        yield
+pytestmark = pytest.mark.usefixtures("hf_offline")
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,15 @@ estimate's standard error is at most 0.5 / 16 = 0.031, so every estimate must be
 within 0.15 (about 5 standard errors) of the exact value.
 """
 
+import json
 import random
 
 import pytest
 import torch
+from tokenizers import Tokenizer
 
 import llmbook.data as D
+from llmbook.data import tokenization
 
 
 def test_clean_text_strips_markup_and_normalises():
@@ -145,11 +148,59 @@ def test_course_tokenizer_is_deterministic_and_round_trips():
     tok = D.course_tokenizer()
     assert tok.get_vocab_size() == 2048
     assert tok.token_to_id(D.EOS_TOKEN) == 0
-    assert tok.to_str() == D.train_hf_bpe(D.course_splits().train, 2048).to_str()
+    # the default is read from the file the course models ship with: it must be what
+    # training on the course split gives now (same vocabulary, same merges, in order)
+    retrained = D.train_hf_bpe(D.course_splits().train, 2048)
+    shipped = Tokenizer.from_file(str(tokenization.SHIPPED_TOKENIZER))
+    for loaded in (tok, shipped):
+        assert loaded.get_vocab() == retrained.get_vocab()
+        merges = [
+            json.loads(t.to_str())["model"]["merges"] for t in (loaded, retrained)
+        ]
+        assert merges[0] == merges[1] and len(merges[0]) == 2048 - 257
+        assert loaded.to_str() == retrained.to_str()
     text = D.course_splits().test[0] + " naïve 日本語 🙂"
     ids = D.encode_docs(tok, [text])[0]
     assert tok.decode(ids) == text
     assert D.course_tokenizer(512).get_vocab_size() == 512
+
+
+def test_course_tokenizer_loads_the_shipped_file_and_trains_other_sizes(monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the shipped tokenizer fits")
+
+    tokenization._course_tokenizer.cache_clear()
+    try:
+        monkeypatch.setattr(tokenization, "train_hf_bpe", no_training)
+        assert D.course_tokenizer().get_vocab_size() == 2048  # read, not trained
+        with pytest.raises(AssertionError, match="trained although"):
+            D.course_tokenizer(300)  # no file ships for this size: it trains
+        missing = {(2048, "python"): tokenization.SHIPPED_TOKENIZER.with_name("x")}
+        monkeypatch.setattr(tokenization, "_SHIPPED", missing)
+        tokenization._course_tokenizer.cache_clear()
+        with pytest.raises(AssertionError, match="trained although"):
+            D.course_tokenizer()  # the file is missing: it trains
+    finally:
+        monkeypatch.undo()
+        tokenization._course_tokenizer.cache_clear()
+
+
+def test_course_data_is_encoded_once_and_every_call_gets_its_own_copy():
+    tok = D.course_tokenizer()
+    splits = D.course_splits()
+    a = D.course_data()
+    assert a.eos_id == tok.token_to_id(D.EOS_TOKEN) == 0
+    assert a.val_docs == D.encode_docs(tok, splits.val)
+    head = [t for doc in D.encode_docs(tok, splits.train[:50]) for t in (*doc, 0)]
+    assert a.train_stream[: len(head)].tolist() == head
+    assert (a.train_stream == 0).sum() == len(splits.train)  # one EOS per document
+    expected = (a.train_stream.clone(), [list(d) for d in a.val_docs])
+    a.train_stream[:10] = -1  # callers may modify what they get ...
+    a.val_docs[0].append(-1)
+    a.val_docs.pop()
+    b = D.course_data()  # ... without changing the next caller's copy
+    assert torch.equal(b.train_stream, expected[0]) and b.val_docs == expected[1]
+    assert b.train_stream.data_ptr() != a.train_stream.data_ptr()
 
 
 def test_pack_blocks_and_dataloader():

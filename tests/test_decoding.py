@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import itertools
 
-import huggingface_hub.constants as hf_constants
 import pytest
 import torch
+from helpers import random_gpt
 from scipy.stats import chisquare
 
 from llmbook.decoding import (
@@ -46,18 +46,13 @@ from llmbook.decoding import (
     top_k_filter,
     top_p_filter,
 )
-from llmbook.model.gpt import GPT, GPTConfig
+from llmbook.model.gpt import GPT
 from llmbook.model.hf import to_hf_gpt2
 
 ATOL = 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-        yield
+pytestmark = pytest.mark.usefixtures("hf_offline")
 
 
 @pytest.fixture(params=[0, 1, 2], ids=lambda s: f"seed{s}")
@@ -65,17 +60,10 @@ def seed(request):
     return 3000 + request.param
 
 
-@torch.no_grad()
-def random_gpt(seed: int, vocab_size: int = 61, scale: float = 0.3, **sizes) -> GPT:
-    torch.manual_seed(seed)
-    config = GPTConfig(
-        **{"vocab_size": vocab_size, "context_length": 48, "d_model": 32,
-           "n_heads": 4, "n_layers": 2, "dropout": 0.0, **sizes}
-    )  # fmt: skip
-    model = GPT(config).eval()
-    for p in model.parameters():
-        p.add_(scale * torch.randn_like(p))
-    return model
+# the random GPTs here: seeded, then every weight moved by N(0, 0.3^2) unless a test
+# says otherwise
+SIZES = {"vocab_size": 61, "context_length": 48, "d_model": 32, "n_heads": 4,
+         "n_layers": 2, "dropout": 0.0}  # fmt: skip
 
 
 def to_hf(model: GPT):
@@ -165,7 +153,7 @@ def test_bad_settings_are_named(bad):
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
 def test_greedy_equals_transformers(seed, use_cache):
-    model = random_gpt(seed)
+    model = random_gpt(seed, config=SIZES, scale=0.3)
     hf_model = to_hf(model)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(61, (3, 7), generator=gen)
@@ -197,7 +185,7 @@ SAMPLING = [
     "settings", SAMPLING, ids=lambda s: "-".join(map(str, s.values()))
 )
 def test_sampling_equals_transformers_draw_for_draw(seed, settings):
-    model = random_gpt(seed)
+    model = random_gpt(seed, config=SIZES, scale=0.3)
     hf_model = to_hf(model)
     ids = torch.randint(61, (4, 5), generator=torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
@@ -212,7 +200,7 @@ def test_sampling_equals_transformers_draw_for_draw(seed, settings):
 
 
 def test_stream_and_stream_text_give_generates_tokens(seed):
-    model = random_gpt(seed)
+    model = random_gpt(seed, config=SIZES, scale=0.3)
     ids = torch.randint(61, (2, 4), generator=torch.Generator().manual_seed(seed))
     config = SamplingConfig(temperature=0.8, top_k=15)
     streamed = list(
@@ -235,7 +223,7 @@ def test_stream_and_stream_text_give_generates_tokens(seed):
 
 
 def test_generation_past_the_context_keeps_the_same_tokens(seed):
-    model = random_gpt(seed, context_length=16)
+    model = random_gpt(seed, config=SIZES, scale=0.3, context_length=16)
     ids = torch.randint(61, (2, 5), generator=torch.Generator().manual_seed(seed))
     a = generate(model, ids, 30, temperature=0, use_cache=True)
     b = generate(model, ids, 30, temperature=0, use_cache=False)
@@ -256,7 +244,7 @@ BEAMS = [
                          "-es{early_stopping}".format(**s))  # fmt: skip
 @pytest.mark.parametrize("with_eos", [False, True], ids=["no-eos", "eos"])
 def test_beam_search_equals_transformers(seed, settings, with_eos):
-    model = random_gpt(seed, vocab_size=23, scale=0.5)
+    model = random_gpt(seed, config=SIZES, scale=0.5, vocab_size=23)
     hf_model = to_hf(model)
     gen = torch.Generator().manual_seed(seed)
     for trial in range(3):
@@ -277,7 +265,7 @@ def test_beam_search_equals_transformers(seed, settings, with_eos):
 
 
 def test_one_beam_is_greedy_and_eos_ends_a_beam(seed):
-    model = random_gpt(seed, vocab_size=23, scale=0.5)
+    model = random_gpt(seed, config=SIZES, scale=0.5, vocab_size=23)
     ids = torch.randint(23, (3, 4), generator=torch.Generator().manual_seed(seed))
     greedy = generate(model, ids, 10, temperature=0)
     assert torch.equal(beam_search(model, ids, 10, num_beams=1), greedy)
@@ -293,7 +281,7 @@ def test_one_beam_is_greedy_and_eos_ends_a_beam(seed):
 
 
 def test_cached_logits_equal_the_full_pass(seed):
-    model = random_gpt(seed)
+    model = random_gpt(seed, config=SIZES, scale=0.3)
     ids = torch.randint(61, (3, 29), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         full = model(ids)
@@ -315,8 +303,10 @@ def test_cached_logits_equal_the_full_pass(seed):
 
 
 def test_speculative_greedy_equals_target_greedy(seed):
-    target = random_gpt(seed)
-    draft = random_gpt(seed + 100, d_model=16, n_layers=1, n_heads=2)
+    target = random_gpt(seed, config=SIZES, scale=0.3)
+    draft = random_gpt(
+        seed + 100, config=SIZES, scale=0.3, d_model=16, n_layers=1, n_heads=2
+    )
     ids = torch.randint(61, (1, 6), generator=torch.Generator().manual_seed(seed))
     for k in (1, 3, 5):
         out, stats = speculative_generate(target, draft, ids, 25, k,
@@ -352,8 +342,9 @@ def pooled_chisquare_pvalue(counts, probs, n):
 
 def test_speculative_sampling_follows_the_target_distribution():
     config = SamplingConfig(temperature=0.8, top_k=4)
-    target = random_gpt(41, vocab_size=6)
-    draft = random_gpt(41, vocab_size=6)  # the target, perturbed: a similar model
+    target = random_gpt(41, config=SIZES, scale=0.3, vocab_size=6)
+    # the target, perturbed: a similar model
+    draft = random_gpt(41, config=SIZES, scale=0.3, vocab_size=6)
     torch.manual_seed(9)
     with torch.no_grad():
         for p in draft.parameters():
@@ -394,7 +385,10 @@ def test_accept_or_resample_rule():
 
 
 def test_speculative_checks_its_inputs():
-    target, draft = random_gpt(1), random_gpt(2, vocab_size=60)
+    target, draft = (
+        random_gpt(1, config=SIZES, scale=0.3),
+        random_gpt(2, config=SIZES, scale=0.3, vocab_size=60),
+    )
     with pytest.raises(ValueError, match="vocabularies differ"):
         speculative_generate(target, draft, torch.tensor([[1, 2]]), 5)
     with pytest.raises(ValueError, match="context length"):
@@ -436,7 +430,7 @@ def test_fill_mask_reads_the_masks_row():
 
 
 def test_every_setting_combination_runs_batched():
-    model = random_gpt(5)
+    model = random_gpt(5, config=SIZES, scale=0.3)
     ids = torch.randint(61, (3, 4), generator=torch.Generator().manual_seed(5))
     for t, k, p in itertools.product((0, 0.5), (None, 4), (None, 0.7)):
         out = generate(model, ids, 6, t, k, top_p=p, generator=torch.Generator())

@@ -17,10 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers import random_gpt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from llmbook.decoding import SamplingConfig, generate, process_logits  # noqa: E402
-from llmbook.model import GPT, GPTConfig, load_tokenizer  # noqa: E402
+from llmbook.model import load_tokenizer  # noqa: E402
 from llmbook.viz.decoding_view import (  # noqa: E402
     DecodingView,
     decoding_explorer,
@@ -46,12 +47,7 @@ class CharTokenizer:
         return "".join(self.vocab[i] for i in ids)
 
 
-def small_gpt(vocab_size: int, seed: int) -> GPT:
-    torch.manual_seed(seed)
-    config = GPTConfig(
-        vocab_size=vocab_size, context_length=32, d_model=32, n_heads=2, n_layers=1
-    )
-    return GPT(config).eval()
+SIZES = {"context_length": 32, "d_model": 32, "n_heads": 2, "n_layers": 1}
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +63,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    return small_gpt(len(tokenizer), seed=11)
+    return random_gpt(11, config=SIZES, vocab_size=len(tokenizer))
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +157,7 @@ def test_default_grid_is_small_and_self_contained(model, tokenizer, tmp_path):
 
 def test_token_text_is_escaped():
     tok = CharTokenizer()
-    model = small_gpt(len(tok.vocab), seed=5)
+    model = random_gpt(5, config=SIZES, vocab_size=len(tok.vocab))
     prompt = "a<b>&\"c'\n"
     view = decoding_view(
         model,
@@ -191,7 +187,7 @@ def test_visible_whitespace():
 
 def test_figure_labels_show_whitespace_and_draw_cleanly():
     tok = CharTokenizer()
-    model = small_gpt(len(tok.vocab), seed=4)
+    model = random_gpt(4, config=SIZES, vocab_size=len(tok.vocab))
     fig = decoding_figure(model, tok, "ab", SamplingConfig(2.0), n_tokens=30)
     (ax,) = fig.axes
     labels = {t.get_text() for t in ax.get_yticklabels()}
@@ -239,7 +235,7 @@ def test_figure_has_one_bar_per_kept_token(model, tokenizer, config, n_bars):
 )
 def test_bad_inputs_raise_clear_errors(kwargs, message):
     tok = CharTokenizer()
-    model = small_gpt(len(tok.vocab), seed=0)
+    model = random_gpt(0, config=SIZES, vocab_size=len(tok.vocab))
     args = {"prompt": "abc", **kwargs}
     with pytest.raises(ValueError, match=message):
         decoding_view(model, tok, **args)
@@ -247,7 +243,7 @@ def test_bad_inputs_raise_clear_errors(kwargs, message):
 
 def test_explorer_widget_rerenders_and_resamples():
     tok = CharTokenizer()
-    model = small_gpt(len(tok.vocab), seed=2)
+    model = random_gpt(2, config=SIZES, vocab_size=len(tok.vocab))
     with pytest.raises(ValueError, match="prompt must be a non-empty string"):
         decoding_explorer(model, tok, "")
     with pytest.raises(ValueError, match="top_p must be in"):

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import copy
 
-import huggingface_hub.constants as hf_constants
 import pytest
 import torch
+from helpers import random_gpt
 from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
 from llmbook.decoding import forward_with_cache
@@ -45,7 +45,7 @@ from llmbook.finetune import (
     pool,
     unmerge_lora,
 )
-from llmbook.model import GPT, EncoderConfig, GPTConfig, MaskedLM
+from llmbook.model import EncoderConfig, MaskedLM
 from llmbook.model.hf import to_hf_gpt2
 
 ATOL = 1e-5  # logits (values of order 1-10) after float32 rounding in both stacks
@@ -53,17 +53,12 @@ WEIGHT_ATOL = 1e-6  # merged / restored weights
 BATCH, VOCAB = 3, 53
 
 # transformers' own deprecation notice when peft wraps a model: not ours to fix
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-        yield
+pytestmark = [
+    pytest.mark.usefixtures("hf_offline"),
+    pytest.mark.filterwarnings(
+        "ignore:`is_gradient_checkpointing` is deprecated:FutureWarning"
+    ),
+]
 
 
 @pytest.fixture(params=[0, 1, 2], ids=lambda s: f"seed{s}")
@@ -71,16 +66,9 @@ def seed(request):
     return 1400 + request.param
 
 
-@torch.no_grad()
-def random_gpt(seed: int, scale: float = 0.3) -> GPT:
-    torch.manual_seed(seed)
-    config = GPTConfig(
-        vocab_size=VOCAB, context_length=32, d_model=24, n_heads=3, n_layers=2
-    )
-    model = GPT(config).eval()
-    for p in model.parameters():
-        p.add_(scale * torch.randn_like(p))
-    return model
+# the random GPTs here: seeded, then every weight moved by N(0, 0.3^2)
+SIZES = {"vocab_size": VOCAB, "context_length": 32, "d_model": 24, "n_heads": 3,
+         "n_layers": 2}  # fmt: skip
 
 
 def random_ids(seed: int, seq: int) -> torch.Tensor:
@@ -102,7 +90,7 @@ def n_trainable_peft(peft_model) -> int:
 
 def lora_pair(seed: int, r: int = 4, alpha: float = 8.0, targets=("q_proj", "v_proj")):
     """(ours, peft's) on copies of one GPT, sharing random non-zero A and B."""
-    base = random_gpt(seed)
+    base = random_gpt(seed, config=SIZES, scale=0.3)
     theirs = get_peft_model(
         copy.deepcopy(base),
         LoraConfig(
@@ -128,7 +116,7 @@ def lora_pair(seed: int, r: int = 4, alpha: float = 8.0, targets=("q_proj", "v_p
 
 
 def test_lora_starts_as_the_base_model(seed):
-    base = random_gpt(seed)
+    base = random_gpt(seed, config=SIZES, scale=0.3)
     ours = apply_lora(copy.deepcopy(base), r=4, alpha=8)
     ids = random_ids(seed, 11)
     with torch.no_grad():
@@ -207,7 +195,7 @@ def test_lora_gradients_reach_only_a_and_b(seed):
         assert (p.grad is not None and p.grad.abs().sum() > 0) == is_lora, name
     sd = lora_state_dict(ours)
     assert sum(t.numel() for t in sd.values()) == count_trainable(ours)
-    fresh = apply_lora(random_gpt(seed), r=4, alpha=8)
+    fresh = apply_lora(random_gpt(seed, config=SIZES, scale=0.3), r=4, alpha=8)
     fresh.load_state_dict(sd, strict=False)
     with torch.no_grad():
         torch.testing.assert_close(fresh(ids), ours.eval()(ids), rtol=0, atol=ATOL)
@@ -225,7 +213,7 @@ def test_lora_dropout_and_errors():
         layer.merge()
         torch.testing.assert_close(layer(x), eval_out, rtol=0, atol=ATOL)
     with pytest.raises(ValueError, match="no nn.Linear .* matches"):
-        apply_lora(random_gpt(0), ("query",))
+        apply_lora(random_gpt(0, config=SIZES, scale=0.3), ("query",))
     with pytest.raises(ValueError, match="rank r"):
         LoRALinear(torch.nn.Linear(4, 4), r=0, alpha=1)
     with pytest.raises(ValueError, match=r"expected input \(\.\.\., 10\)"):
@@ -236,7 +224,7 @@ def test_lora_dropout_and_errors():
 
 
 def prompt_pair(seed: int, n_virtual: int = 5):
-    base = random_gpt(seed)
+    base = random_gpt(seed, config=SIZES, scale=0.3)
     config = PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_virtual)
     theirs = get_peft_model(to_hf_gpt2(base), config).eval()
     ours = PromptTuning(copy.deepcopy(base), n_virtual).eval()
@@ -265,7 +253,7 @@ def test_prompt_tuning_matches_peft(seed):
 
 
 def test_prompt_tuning_trains_only_the_prompt(seed):
-    base = random_gpt(seed)
+    base = random_gpt(seed, config=SIZES, scale=0.3)
     ours = PromptTuning(base, 4, init_ids=[3, 1, 4])
     torch.testing.assert_close(ours.prompt, base.tok_emb.weight[[3, 1, 4, 3]])
     ids = random_ids(seed, 7)
@@ -283,7 +271,7 @@ def test_prompt_tuning_trains_only_the_prompt(seed):
 
 
 def prefix_pair(seed: int, projection_dim: int | None, n_prefix: int = 4):
-    base = random_gpt(seed)
+    base = random_gpt(seed, config=SIZES, scale=0.3)
     config = PrefixTuningConfig(
         task_type="CAUSAL_LM",
         num_virtual_tokens=n_prefix,
@@ -332,7 +320,7 @@ def test_prefix_is_a_prefilled_kv_cache(seed):
 
 
 def test_prefix_tuning_trains_only_the_prefix(seed):
-    ours = PrefixTuning(random_gpt(seed), 3)
+    ours = PrefixTuning(random_gpt(seed, config=SIZES, scale=0.3), 3)
     assert ours.prefix.shape == (
         2,
         2,

@@ -17,10 +17,10 @@ Nothing is downloaded: Hugging Face runs with ``HF_HUB_OFFLINE=1``.
 
 import json
 
-import huggingface_hub.constants as hf_constants
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_gpt
 
 from llmbook.data import course_splits, course_tokenizer
 from llmbook.decoding import generate
@@ -32,12 +32,7 @@ ATOL = 1e-5
 VOCAB_SIZE = 2048
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-        yield
+pytestmark = pytest.mark.usefixtures("hf_offline")
 
 
 @pytest.fixture(params=[0, 1], ids=lambda s: f"seed{s}")
@@ -46,22 +41,17 @@ def gen(request):
     return torch.Generator().manual_seed(200 + request.param)  # inputs
 
 
-@torch.no_grad()
-def perturbed_gpt(gen: torch.Generator, **sizes) -> GPT:
-    """A freshly initialised GPT whose every parameter is moved by N(0, 0.1^2)."""
-    config = GPTConfig(
-        **{"vocab_size": 97, "context_length": 24, "d_model": 32, "n_heads": 4,
-           "n_layers": 2, "d_ff": 48, **sizes}
-    )  # fmt: skip
-    model = GPT(config).eval()
-    for p in model.parameters():
-        p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return model
+# the random GPTs here: initialised from the seeded global generator, then every
+# parameter moved by N(0, 0.1^2) drawn from the test's generator
+SIZES = {"vocab_size": 97, "context_length": 24, "d_model": 32, "n_heads": 4,
+         "n_layers": 2, "d_ff": 48}  # fmt: skip
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 def test_to_hf_gpt2_logits_match(gen, bias):
-    model = perturbed_gpt(gen, bias=bias, layer_norm_eps=1e-6)
+    model = random_gpt(
+        config=SIZES, scale=0.1, generator=gen, bias=bias, layer_norm_eps=1e-6
+    )
     hf_model = to_hf_gpt2(model)
     assert hf_model.lm_head.weight is hf_model.transformer.wte.weight  # tied
     assert hf_model.config.n_positions == 24 and hf_model.config.n_inner == 48
@@ -74,7 +64,7 @@ def test_to_hf_gpt2_logits_match(gen, bias):
 
 
 def test_round_trip_is_exact(gen):
-    model = perturbed_gpt(gen)
+    model = random_gpt(config=SIZES, scale=0.1, generator=gen)
     back = load_hf_gpt2_weights(GPT(model.config), to_hf_gpt2(model))
     ours, theirs = model.state_dict(), back.state_dict()
     assert ours.keys() == theirs.keys()

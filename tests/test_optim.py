@@ -19,6 +19,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_gpt
 from torch import nn
 
 from llmbook.model import GPT, GPTConfig
@@ -29,11 +30,6 @@ STEPS = 25
 CONFIG = GPTConfig(
     vocab_size=31, context_length=16, d_model=16, n_heads=2, n_layers=1, bias=False
 )
-
-
-def tiny_gpt(seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(CONFIG)
 
 
 def batches(seed: int, n: int = STEPS):
@@ -75,7 +71,7 @@ CASES = [
     "ours, ref, kwargs", CASES, ids=lambda v: str(v) if isinstance(v, dict) else None
 )
 def test_optimiser_matches_torch_step_by_step(ours, ref, kwargs, seed):
-    a = tiny_gpt(seed)
+    a = random_gpt(seed, config=CONFIG)
     b = copy.deepcopy(a)
     opt_a, opt_b = ours(a.parameters(), **kwargs), ref(b.parameters(), **kwargs)
     for step, (x, y) in enumerate(batches(seed)):
@@ -83,11 +79,13 @@ def test_optimiser_matches_torch_step_by_step(ours, ref, kwargs, seed):
         train_step(b, opt_b, x, y)
         diff = max_diff(a, b)
         assert diff < ATOL, f"{ours.__name__} {kwargs}: step {step} differs by {diff}"
-    assert max_diff(a, tiny_gpt(seed)) > 1e-3, "the parameters did not move"
+    assert max_diff(a, random_gpt(seed, config=CONFIG)) > 1e-3, (
+        "the parameters did not move"
+    )
 
 
 def test_param_groups_with_different_settings_match_torch():
-    a = tiny_gpt(2)
+    a = random_gpt(2, config=CONFIG)
     b = copy.deepcopy(a)
     opt_a = optim.AdamW(optim.param_groups_for_weight_decay(a, 0.1), lr=1e-2)
     opt_b = torch.optim.AdamW(optim.param_groups_for_weight_decay(b, 0.1), lr=1e-2)
@@ -104,12 +102,12 @@ def test_state_dict_round_trip_resumes_exactly(name, tmp_path):
     kwargs = dict(lr=0.05, momentum=0.9) if name == "SGD" else dict(lr=1e-2)
     data = list(batches(3, 12))
 
-    straight = tiny_gpt(3)
+    straight = random_gpt(3, config=CONFIG)
     opt = cls(straight.parameters(), **kwargs)
     for x, y in data:
         train_step(straight, opt, x, y)
 
-    resumed = tiny_gpt(3)
+    resumed = random_gpt(3, config=CONFIG)
     opt = cls(resumed.parameters(), **kwargs)
     for x, y in data[:5]:
         train_step(resumed, opt, x, y)
@@ -117,7 +115,8 @@ def test_state_dict_round_trip_resumes_exactly(name, tmp_path):
     del resumed, opt
 
     checkpoint = torch.load(tmp_path / "c")
-    resumed = tiny_gpt(99)  # different weights: everything must come from the file
+    # different weights: everything must come from the file
+    resumed = random_gpt(99, config=CONFIG)
     resumed.load_state_dict(checkpoint["model"])
     opt = cls(resumed.parameters(), **kwargs)
     opt.load_state_dict(checkpoint["opt"])
@@ -295,7 +294,7 @@ def test_cosine_lambda_checks_its_arguments_immediately():
 @pytest.mark.parametrize("max_norm", [0.05, 1.0, 1e3])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_clip_grad_norm_matches_torch(max_norm, seed):
-    a = tiny_gpt(seed)
+    a = random_gpt(seed, config=CONFIG)
     b = copy.deepcopy(a)
     x, y = next(batches(seed))
     for model in (a, b):

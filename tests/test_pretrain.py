@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_gpt
 from torch.utils.flop_counter import FlopCounterMode
 
 from llmbook import pretrain
@@ -37,12 +38,8 @@ from llmbook.train import (
     update_ema,
 )
 
-
-def tiny_model(context_length: int = 8, vocab_size: int = 50, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=vocab_size, context_length=context_length,
-                       d_model=16, n_heads=2, n_layers=2)  # fmt: skip
-    return GPT(config).eval()
+SIZES = {"vocab_size": 50, "context_length": 8, "d_model": 16, "n_heads": 2,
+         "n_layers": 2}  # fmt: skip
 
 
 def random_docs(generator: torch.Generator, n_docs: int, vocab_size: int = 50):
@@ -56,7 +53,7 @@ def random_docs(generator: torch.Generator, n_docs: int, vocab_size: int = 50):
 @pytest.mark.parametrize("n_docs", [1, 3, 9])
 def test_perplexity_with_stride_one_equals_token_by_token(n_docs):
     gen = torch.Generator().manual_seed(n_docs)
-    model = tiny_model()
+    model = random_gpt(0, config=SIZES)
     docs = random_docs(gen, n_docs)
     stream = [0]
     for doc in docs:
@@ -73,7 +70,7 @@ def test_perplexity_with_stride_one_equals_token_by_token(n_docs):
 
 
 def test_perplexity_whole_stream_in_one_window():
-    model = tiny_model(context_length=64)
+    model = random_gpt(0, config=SIZES, context_length=64)
     docs = [[5, 6, 7], [8, 9], [10]]
     stream = torch.tensor([[0, 5, 6, 7, 0, 8, 9, 0, 10, 0]])
     loss = F.cross_entropy(model(stream[:, :-1])[0], stream[0, 1:])
@@ -87,7 +84,7 @@ def test_perplexity_whole_stream_in_one_window():
 
 
 def test_perplexity_restores_mode_and_rejects_bad_input():
-    model = tiny_model().train()
+    model = random_gpt(0, config=SIZES).train()
     evaluate_perplexity(model, [[1, 2, 3]], eos_id=0)
     assert model.training
     with pytest.raises(ValueError, match="stride"):
@@ -238,7 +235,7 @@ def test_one_weight_decay_rule():
 
 def test_update_ema_follows_the_formula_and_the_run_returns_the_average():
     torch.manual_seed(0)
-    average, model = tiny_model(), tiny_model(seed=1)
+    average, model = random_gpt(0, config=SIZES), random_gpt(1, config=SIZES)
     before = {k: v.clone() for k, v in average.state_dict().items()}
     update_ema(average, model, decay=0.75)
     for name, value in average.state_dict().items():
@@ -255,7 +252,7 @@ def test_update_ema_follows_the_formula_and_the_run_returns_the_average():
 
 
 def test_save_and_load_pretrained_round_trip(tmp_path):
-    model = tiny_model()
+    model = random_gpt(0, config=SIZES)
     save_pretrained(model, tmp_path / "m", {"note": "test"})
     loaded = from_pretrained(tmp_path / "m")
     assert state_equal(model, loaded)
@@ -309,7 +306,7 @@ def test_shipped_tokenizer_belongs_to_the_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
         load_tokenizer(copy)
     with pytest.raises(ValueError, match="do not belong together"):
-        save_pretrained(tiny_model(), tmp_path / "bad", tokenizer=course)
+        save_pretrained(random_gpt(0, config=SIZES), tmp_path / "bad", tokenizer=course)
 
 
 @pytest.mark.parametrize("n_layers,context_length", [(1, 8), (2, 16)])

@@ -15,11 +15,12 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_gpt
 
 from llmbook.apps import rag
 from llmbook.apps.retrieval import first_sentence, instruction_pairs
 from llmbook.metrics import corpus_chrf
-from llmbook.model import GPT, GPTConfig, load_tokenizer
+from llmbook.model import GPT, load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +38,8 @@ def pairs():
     return instruction_pairs()
 
 
-def tiny_gpt(seed: int) -> GPT:
-    torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=2048, context_length=128, d_model=32, n_heads=2,
-                       n_layers=1, d_ff=64, dropout=0.0)  # fmt: skip
-    return GPT(config).eval()
+SIZES = {"vocab_size": 2048, "context_length": 128, "d_model": 32, "n_heads": 2,
+         "n_layers": 1, "d_ff": 64, "dropout": 0.0}  # fmt: skip
 
 
 def test_reader_examples_mix_sources_and_fit(chunks, pairs, tokenizer):
@@ -71,7 +69,7 @@ def test_reader_examples_mix_sources_and_fit(chunks, pairs, tokenizer):
 
 
 def test_answer_loss_is_cross_entropy_on_the_answer_only(tokenizer):
-    model = tiny_gpt(0)
+    model = random_gpt(0, config=SIZES)
     examples = [("What does `f` do?\n", "Return the sum."), ("x\n\nWhat?\n", "No.")]
     batch = rag._encode_batch(examples, tokenizer.encode, tokenizer.eos_token_id, 128)
     assert batch.shape[:2] == (2, 2)
@@ -102,7 +100,9 @@ def test_evaluate_answers_four_ways_and_prints_the_line(chunks, pairs, tokenizer
     assert all(name in held for name, _, _ in questions)
     picked = random.Random(0).sample(questions, 3)
     gold = [min(rel) for _, _, rel in picked]
-    ev = rag.evaluate(tiny_gpt(1), tokenizer, chunks, picked, gold, progress=False)
+    ev = rag.evaluate(
+        random_gpt(1, config=SIZES), tokenizer, chunks, picked, gold, progress=False
+    )
     assert list(ev.answers) == list(rag.SYSTEMS)
     # with the relevant chunk on top, extraction returns the reference itself
     for (_, ref, _), extracted in zip(picked, ev.answers["extractive"], strict=True):
@@ -117,7 +117,14 @@ def test_evaluate_answers_four_ways_and_prints_the_line(chunks, pairs, tokenizer
     assert re.fullmatch(pattern, line), line
     assert ev.gain.low <= ev.gain.difference <= ev.gain.high
     with pytest.raises(ValueError, match="retrieved chunks"):
-        rag.evaluate(tiny_gpt(1), tokenizer, chunks, picked, gold[:2], progress=False)
+        rag.evaluate(
+            random_gpt(1, config=SIZES),
+            tokenizer,
+            chunks,
+            picked,
+            gold[:2],
+            progress=False,
+        )
 
 
 def test_a_short_tuning_run_writes_a_loadable_reader(tmp_path, monkeypatch):

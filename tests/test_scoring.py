@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_gpt
 
 from llmbook.finetune.dpo import sequence_log_prob as dpo_sequence_log_prob
 from llmbook.metrics import score_sequences, target_log_probs
-from llmbook.model import GPT, GPTConfig
 from llmbook.responsible.memorization import sequence_log_perplexity
 from llmbook.train import evaluate_perplexity
 
@@ -92,8 +92,7 @@ def test_dpo_answer_log_prob_is_the_shared_sum(gen):
 
 @pytest.fixture(scope="module")
 def small_gpt():
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=50, context_length=16, n_layers=2)).eval()
+    return random_gpt(0, vocab_size=50, context_length=16, n_layers=2)
 
 
 def test_callers_agree_with_a_by_hand_chain_rule(small_gpt, gen):

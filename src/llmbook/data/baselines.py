@@ -15,6 +15,7 @@ different unit and cannot be compared with this number directly.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from llmbook.data.ngram import NGramLM
@@ -68,9 +69,16 @@ def ngram_baseline_perplexity(config: dict[str, Any] | None = None) -> float:
     """Recompute the baseline perplexity (per BPE token) of ``config``.
 
     With the default config this equals ``NGRAM_BASELINE["perplexity"]``. Takes a few
-    seconds (counting about 135,000 training tokens).
+    seconds (counting about 135,000 training tokens) the first time; the result is
+    cached in-process for each config.
     """
     cfg = dict(NGRAM_BASELINE if config is None else config)
+    return _baseline_perplexity(tuple(sorted(cfg.items())))
+
+
+@functools.cache
+def _baseline_perplexity(config: tuple[tuple[str, Any], ...]) -> float:
+    cfg = dict(config)
     model, tokenizer = ngram_baseline_model(cfg)
     docs = getattr(course_splits(cfg["corpus"]), cfg["split"])
     return model.perplexity(encode_docs(tokenizer, docs))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -156,11 +157,25 @@ class CourseData:
 
 
 def course_data(vocab_size: int = 2048, corpus: str = "python") -> CourseData:
-    """Tokenise the course split (Chapter 2): the training stream and validation docs."""
+    """Tokenise the course split (Chapter 2): the training stream and validation docs.
+
+    Cached in-process (the encoding is done once per ``(vocab_size, corpus)``); every
+    call returns a new ``CourseData`` with its own tensor and lists, so callers may
+    modify what they get.
+    """
+    stream, val, eos_id = _course_data(vocab_size, corpus)
+    return CourseData(stream.clone(), [list(doc) for doc in val], eos_id)
+
+
+@functools.cache
+def _course_data(
+    vocab_size: int, corpus: str
+) -> tuple[Tensor, tuple[tuple[int, ...], ...], int]:
     tokenizer = course_tokenizer(vocab_size, corpus=corpus)
     eos_id = tokenizer.token_to_id(EOS_TOKEN)
     splits = course_splits(corpus)
     train = encode_docs(tokenizer, splits.train)
     val = encode_docs(tokenizer, splits.val)
     stream = [token for doc in train for token in (*doc, eos_id)]
-    return CourseData(torch.tensor(stream, dtype=torch.long), val, eos_id)
+    stream_tensor = torch.tensor(stream, dtype=torch.long)
+    return stream_tensor, tuple(tuple(doc) for doc in val), eos_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -47,8 +48,21 @@ def train_hf_bpe(
     return tokenizer
 
 
+#: The tokenizer that ships with the course models (``tokenizer.json`` of
+#: ``"course-gpt"``): ``course_tokenizer(2048, "python")``, trained once and saved.
+SHIPPED_TOKENIZER = (
+    Path(__file__).resolve().parents[1] / "weights" / "course-gpt" / "tokenizer.json"
+)
+_SHIPPED = {(2048, "python"): SHIPPED_TOKENIZER}
+
+
 @functools.cache
 def _course_tokenizer(vocab_size: int, corpus: str) -> str:
+    shipped = _SHIPPED.get((vocab_size, corpus))
+    if shipped is not None and shipped.is_file():
+        tokenizer = Tokenizer.from_file(str(shipped))
+        if tokenizer.get_vocab_size() == vocab_size:
+            return tokenizer.to_str()
     return train_hf_bpe(course_splits(corpus).train, vocab_size).to_str()
 
 
@@ -57,9 +71,12 @@ def course_tokenizer(vocab_size: int = 2048, corpus: str = "python") -> Tokenize
 
     Validation and test documents are never seen in training, so their statistics
     (for example the tokens per character) are honest held-out numbers. Special
-    token: ``<|endoftext|>`` (id 0). Cached in-process; each call returns a new
-    ``tokenizers.Tokenizer`` object, so changing one (e.g. enabling padding) does
-    not affect others.
+    token: ``<|endoftext|>`` (id 0). The default, ``(2048, "python")``, is the
+    tokenizer the course models ship with, so it is read from
+    :data:`SHIPPED_TOKENIZER` instead of being trained again (the tests check that
+    the file equals a fresh training); other sizes or corpora are trained. Cached
+    in-process; each call returns a new ``tokenizers.Tokenizer`` object, so changing
+    one (e.g. enabling padding) does not affect others.
     """
     if vocab_size < 257:
         raise ValueError(
