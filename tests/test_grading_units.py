@@ -449,10 +449,8 @@ def test_the_build_refuses_a_test_that_would_run_whole(monkeypatch):
 
     test = probes.parse_test_file(DRAW_TEST, "q1")[0]
 
-    def unsliceable(t, paths, free=frozenset(), *, slice_it=True, **kwargs):
-        if slice_it:
-            raise ValueError("no slice for this test")
-        return probes.Plan(t.source, [], sliced=False)
+    def unsliceable(*args, **kwargs):
+        raise ValueError("no slice for this test")
 
     monkeypatch.setattr(probes, "plan_test", unsliceable)
     bundle = SimpleNamespace(

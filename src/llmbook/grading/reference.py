@@ -173,7 +173,17 @@ def _plan(bundle: Bundle, master: Path, cells, timeout) -> None:
     sandbox, where a hijacked harness could report its expected values: the build
     refuses it instead (RuntimeError naming the tests).
     """
-    plans = {}
+
+    def refuse(whole: list[str]) -> None:
+        if whole:  # their expected values would be computed, and forgeable, there
+            raise RuntimeError(
+                f"{bundle.lab}: tests {sorted(whole)} cannot be sliced, so the sandbox "
+                "would run them whole, expected values included; rewrite them so that "
+                "their slice gives the reference solution full marks (see "
+                "llmbook.grading.probes)"
+            )
+
+    plans, whole = {}, []
     for tests in bundle.tests.values():
         for t in tests:
             try:
@@ -183,34 +193,29 @@ def _plan(bundle: Bundle, master: Path, cells, timeout) -> None:
                     labs.free_leaves(bundle.lab, t.name),
                     mutable=set(bundle.reference[t.name].get("mutable", [])),
                 )
-            except Exception:  # an unusual test: planned whole, refused below
-                plans[t.name] = probes.plan_test(
-                    t, bundle.leaf_paths(t.name), slice_it=False
-                )
+            except Exception:  # an unusual test the planner cannot slice
+                whole.append(t.name)
+                continue
+            if not plans[t.name].sliced:
+                whole.append(t.name)
+    refuse(whole)
     bundle.__dict__["plans"] = plans
-    if any(p.sliced for p in plans.values()):
-        exports = runner.run_job(
-            bundle, cells, None, mode="grade", unsafe=True, timeout=timeout
+    exports = runner.run_job(
+        bundle, cells, None, mode="grade", unsafe=True, timeout=timeout
+    )
+    for question, tests in bundle.tests.items():
+        result = scoring.score_question(
+            bundle,
+            question,
+            exports.questions.get(question),
+            exports.stores.get(question),
         )
-        for question, tests in bundle.tests.items():
-            result = scoring.score_question(
-                bundle,
-                question,
-                exports.questions.get(question),
-                exports.stores.get(question),
-            )
-            for test, outcome in zip(tests, result.tests, strict=True):
-                if plans[test.name].sliced and not outcome.passed:
-                    plans[test.name] = probes.plan_test(
-                        test, bundle.leaf_paths(test.name), slice_it=False
-                    )
-    whole = sorted(name for name, plan in plans.items() if not plan.sliced)
-    if whole:  # its expected values would be computed, and forgeable, in the sandbox
-        raise RuntimeError(
-            f"{bundle.lab}: tests {whole} cannot be sliced, so the sandbox would run "
-            "them whole, expected values included; rewrite them so that their slice "
-            "gives the reference solution full marks (see llmbook.grading.probes)"
-        )
+        whole += [
+            test.name
+            for test, outcome in zip(tests, result.tests, strict=True)
+            if not outcome.passed
+        ]
+    refuse(whole)
     for name, plan in plans.items():
         bundle.reference[name]["plan"] = {
             "source": plan.source,
