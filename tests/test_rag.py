@@ -51,7 +51,7 @@ def test_reader_examples_mix_sources_and_fit(chunks, pairs, tokenizer):
     for prompt, ref in examples:
         name = re.search(r"What does `([^`]+)` do\?\n$", prompt).group(1)
         assert name in train_names and name not in held_names
-        assert len(tokenizer.encode(prompt)) <= 128 - rag.MAX_NEW
+        assert len(tokenizer.encode(prompt)) <= rag.PROMPT_TOKENS == 128 - rag.MAX_NEW
         if prompt == rag.question(name):
             kinds["none"] += 1
         elif rag.relevant_key(ref) in " ".join(prompt.split()):
@@ -73,21 +73,20 @@ def test_answer_loss_is_cross_entropy_on_the_answer_only(tokenizer):
     examples = [("What does `f` do?\n", "Return the sum."), ("x\n\nWhat?\n", "No.")]
     batch = rag._encode_batch(examples, tokenizer.encode, tokenizer.eos_token_id, 128)
     assert batch.shape[:2] == (2, 2)
-    ids, mask = batch[:, 0], batch[:, 1]
+    ids, labels = batch[:, 0], batch[:, 1]
     for row, (prompt, ref) in enumerate(examples):
         p, a = (
             tokenizer.encode(prompt),
             tokenizer.encode(ref) + [tokenizer.eos_token_id],
         )
-        assert ids[row, : len(p) + len(a)].tolist() == p + a
-        assert mask[row].tolist() == [0] * len(p) + [1] * len(a) + [0] * (
-            ids.shape[1] - len(p) - len(a)
-        )
+        pad = ids.shape[1] - len(p) - len(a)
+        assert ids[row].tolist() == p + a + [tokenizer.eos_token_id] * pad
+        assert labels[row].tolist() == [-100] * len(p) + a + [-100] * pad
     logits = model(ids[:, :-1])
     total, count = 0.0, 0
     for row in range(2):
         for t in range(ids.shape[1] - 1):
-            if mask[row, t + 1]:
+            if labels[row, t + 1] != -100:
                 total = total + F.cross_entropy(logits[row, t], ids[row, t + 1])
                 count += 1
     torch.testing.assert_close(rag.answer_loss(model, batch), total / count)

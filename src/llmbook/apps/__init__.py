@@ -58,6 +58,7 @@ from llmbook.apps.codemeasures import (
 )
 from llmbook.apps.rag import (
     MAX_NEW,
+    PROMPT_TOKENS,
     READER,
     SYSTEMS,
     RagEvaluation,
@@ -92,6 +93,7 @@ from llmbook.apps.sandbox import ExecResult, isolation_available, run_python
 
 __all__ = [
     "MAX_NEW",
+    "PROMPT_TOKENS",
     "READER",
     "SYSTEMS",
     "RagEvaluation",

@@ -51,25 +51,21 @@ from llmbook.apps.retrieval import (
 )
 from llmbook.decoding import generate
 from llmbook.finetune.lora import apply_lora, merge_and_unwrap
-from llmbook.metrics import (
-    PairedResult,
-    corpus_chrf,
-    paired_bootstrap,
-    sentence_chrf,
-    target_log_probs,
-)
+from llmbook.metrics import PairedResult, corpus_chrf, paired_bootstrap, sentence_chrf
 from llmbook.model.pretrained import (
     from_pretrained,
     load_tokenizer,
     save_pretrained,
     tokenizer_path,
 )
+from llmbook.train.objectives import IGNORE_INDEX, causal_lm_loss
 from llmbook.train.optim import cosine_schedule
 from llmbook.train.step import train_step
 
 __all__ = [
     "READER",
     "MAX_NEW",
+    "PROMPT_TOKENS",
     "ReaderConfig",
     "question",
     "relevant_key",
@@ -89,6 +85,8 @@ __all__ = [
 READER = "course-gpt-rag"
 #: answer tokens the prompt leaves room for, of the 128-token window
 MAX_NEW = 32
+#: the longest prompt (passage and question), in tokens
+PROMPT_TOKENS = 128 - MAX_NEW
 
 
 def question(name: str) -> str:
@@ -163,7 +161,7 @@ def reader_examples(
         else:
             passages = []
         examples.append(
-            (rag_prompt(question(name), passages, encode, 128 - MAX_NEW), ref)
+            (rag_prompt(question(name), passages, encode, PROMPT_TOKENS), ref)
         )
     return examples
 
@@ -171,29 +169,30 @@ def reader_examples(
 def _encode_batch(
     examples: Sequence[tuple[str, str]], encode, eos_id: int, context: int
 ) -> Tensor:
-    """(batch, 2, L): token ids in row 0, 1 where a token is part of the answer in
-    row 1 (the answer and its end-of-text token), right-padded with end-of-text."""
+    """(batch, 2, L): token ids in row 0, training labels in row 1: the ids of the
+    answer and its end-of-text token, :data:`~llmbook.train.objectives.IGNORE_INDEX`
+    on the prompt and on the right padding (the ids are padded with end-of-text)."""
     rows = []
     for prompt, ref in examples:
         p = encode(prompt)
         a = encode(ref)[: context - 1 - len(p)] + [eos_id]
-        rows.append((p + a, [0] * len(p) + [1] * len(a)))
+        rows.append((p + a, [IGNORE_INDEX] * len(p) + a))
     length = max(len(ids) for ids, _ in rows)
-    batch = torch.full((len(rows), 2, length), eos_id)
-    batch[:, 1] = 0
-    for r, (ids, mask) in enumerate(rows):
+    batch = torch.full((len(rows), 2, length), IGNORE_INDEX)
+    batch[:, 0] = eos_id
+    for r, (ids, labels) in enumerate(rows):
         batch[r, 0, : len(ids)] = torch.tensor(ids)
-        batch[r, 1, : len(mask)] = torch.tensor(mask)
+        batch[r, 1, : len(labels)] = torch.tensor(labels)
     return batch
 
 
 def answer_loss(model: nn.Module, batch: Tensor) -> Tensor:
-    """Chapter 7's answer-only loss: cross-entropy on the answer tokens only, for a
-    batch made by :func:`_encode_batch` (the hook :func:`~llmbook.train.train_step`
-    takes as ``loss_fn``)."""
-    ids, mask = batch[:, 0], batch[:, 1, 1:]
-    log_p = target_log_probs(model(ids[:, :-1]), ids[:, 1:], mask, reduction="sum")
-    return -log_p.sum() / mask.sum()  # mean over every answer token of the batch
+    """Chapter 7's answer-only loss, for a batch made by :func:`_encode_batch`: the
+    causal LM loss (:func:`~llmbook.train.objectives.causal_lm_loss`) over the answer
+    tokens of the whole batch (the hook :func:`~llmbook.train.train_step` takes as
+    ``loss_fn``)."""
+    ids, labels = batch[:, 0], batch[:, 1]
+    return causal_lm_loss(model(ids[:, :-1]), labels[:, 1:])
 
 
 def train_reader(
@@ -303,15 +302,14 @@ def evaluate(
             f"{len(questions)} questions but {len(top_chunk)} retrieved chunks"
         )
     answers: dict[str, list[str]] = {s: [] for s in SYSTEMS}
-    budget = 128 - MAX_NEW
     for (name, _, relevant), top in zip(
         tqdm(questions, desc="answering", disable=not progress), top_chunk, strict=True
     ):
         q, retrieved, gold = question(name), chunks[top], chunks[min(relevant)]
         answers["closed book"].append(answer(reader, tokenizer, q))
-        prompt = rag_prompt(q, [retrieved], tokenizer.encode, budget)
+        prompt = rag_prompt(q, [retrieved], tokenizer.encode, PROMPT_TOKENS)
         answers["retrieval"].append(answer(reader, tokenizer, prompt))
-        prompt = rag_prompt(q, [gold], tokenizer.encode, budget)
+        prompt = rag_prompt(q, [gold], tokenizer.encode, PROMPT_TOKENS)
         answers["oracle passage"].append(answer(reader, tokenizer, prompt))
         answers["extractive"].append(first_sentence(retrieved.split(": ", 1)[1]))
     refs = [ref for _, ref, _ in questions]
