@@ -196,9 +196,7 @@ def _gpt_stream(model, ids: list[int], max_new_tokens: int, eos_id: int | None):
     x = torch.tensor([ids], device=next(model.parameters()).device)
     greedy = SamplingConfig(temperature=0.0)
     for t in stream(model, x, max_new_tokens, greedy, eos_id=eos_id):
-        yield int(t[0])
-        if eos_id is not None and int(t[0]) == eos_id:
-            return
+        yield int(t[0])  # stream itself stops after a lone sequence's eos_id
 
 
 def gpt_line(
