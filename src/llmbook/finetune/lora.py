@@ -164,10 +164,15 @@ def apply_lora(
             f"its linear layers are named {linears}"
         )
     for name in chosen:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout))
+        _replace(model, name, LoRALinear(model.get_submodule(name), r, alpha, dropout))
     return model
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` where the submodule called `name` (dotted) is."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
 
 
 def lora_layers(model: nn.Module) -> list[LoRALinear]:
@@ -206,9 +211,7 @@ def merge_and_unwrap(model: nn.Module) -> nn.Module:
         if isinstance(module, LoRALinear):
             if not module.merged:
                 module.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.base)
+            _replace(model, name, module.base)
     return model
 
 
