@@ -30,8 +30,8 @@ from llmbook.data.corpus import (
     build_documents,
     corpus_stats,
     load_corpus,
-    load_hub_corpus,
 )
+from llmbook.data.hub import load_hub_corpus
 
 SIZES = {  # name: (documents, characters), the same on every Python
     "docstrings": (1905, 574_451),

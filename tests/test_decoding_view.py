@@ -24,12 +24,12 @@ from llmbook.decoding import SamplingConfig, generate, process_logits  # noqa: E
 from llmbook.model import load_tokenizer  # noqa: E402
 from llmbook.viz.decoding_view import (  # noqa: E402
     DecodingView,
-    decoding_explorer,
     decoding_figure,
     decoding_view,
     sample_continuation,
     visible,
 )
+from llmbook.viz.explorer import decoding_explorer  # noqa: E402
 
 PROMPT = "The cat sat on the"
 GRID = {"temperatures": (0, 0.7, 1.3), "top_ks": (None, 3), "top_ps": (1.0, 0.6)}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmbook.grading import cli, codec, integrity, probes, report, sandbox
+from llmbook.grading import cli, codec, integrity, probes, report, sandbox, slicing
 from llmbook.grading.harness import strip_ipython
 from llmbook.grading.notebook import SubmissionError, read_submission
 
@@ -162,7 +162,7 @@ def test_plan_slices_the_expected_values_out_of_the_sandbox():
     test = probes.parse_test_file(ORACLE_TEST, "q1")[0]
     sites = probes.instrument(test.source)[1]
     paths = {0: ["args.0", "args.1"], 1: ["args.0", "args.1"], 2: ["left/value"]}
-    plan = probes.plan_test(test, paths)
+    plan = slicing.plan_test(test, paths)
     assert plan.sliced
     # the student's output and the input it was handed are evaluated there ...
     assert plan.leaves == {0: {"args.0": "s"}, 1: {"args.0": "q"}, 2: {}}
@@ -172,7 +172,7 @@ def test_plan_slices_the_expected_values_out_of_the_sandbox():
     assert (
         "torch.manual_seed(1)" in plan.source and "s = scores_fn(q, k)" in plan.source
     )
-    whole = probes.plan_test(test, paths, slice_it=False)
+    whole = slicing.plan_test(test, paths, slice_it=False)
     assert not whole.sliced and "expected = " in whole.source
     assert set(whole.leaves[0].values()) == {"s", "expected"}
     # messages for the student come from the source, never from values

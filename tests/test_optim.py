@@ -23,7 +23,7 @@ from helpers import random_gpt
 from torch import nn
 
 from llmbook.model import GPT, GPTConfig
-from llmbook.train import optim
+from llmbook.train import optim, schedule
 
 ATOL = 1e-6
 STEPS = 25
@@ -215,10 +215,10 @@ def test_cosine_schedule_matches_transformers(warmup, total):
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=3e-4)
     sched = transformers.get_cosine_schedule_with_warmup(opt, warmup, total)
-    ours = optim.cosine_lambda(warmup_steps=warmup, total_steps=total)
+    ours = schedule.cosine_lambda(warmup_steps=warmup, total_steps=total)
     for step in range(total + 1):
         expected = opt.param_groups[0]["lr"]
-        got = optim.cosine_schedule(
+        got = schedule.cosine_schedule(
             step, max_lr=3e-4, warmup_steps=warmup, total_steps=total
         )
         assert got == pytest.approx(expected, rel=1e-12, abs=1e-15), step
@@ -229,7 +229,7 @@ def test_cosine_schedule_matches_transformers(warmup, total):
 
 def test_cosine_schedule_endpoints_and_min_lr():
     kw = dict(max_lr=1e-3, warmup_steps=10, total_steps=110, min_lr=1e-4)
-    lr = [optim.cosine_schedule(s, **kw) for s in range(200)]
+    lr = [schedule.cosine_schedule(s, **kw) for s in range(200)]
     assert lr[0] == 0.0  # warm-up starts at 0, not at min_lr
     assert lr[5] == pytest.approx(5e-4)
     assert lr[10] == pytest.approx(1e-3)
@@ -244,16 +244,16 @@ def test_cosine_schedule_endpoints_and_min_lr():
 
 
 def test_no_warmup_starts_at_max_lr():
-    assert optim.cosine_schedule(0, max_lr=2.0, warmup_steps=0, total_steps=4) == 2.0
+    assert schedule.cosine_schedule(0, max_lr=2.0, warmup_steps=0, total_steps=4) == 2.0
 
 
 def test_cosine_lambda_with_lambdalr_and_min_ratio():
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.5)
-    f = optim.cosine_lambda(warmup_steps=3, total_steps=9, min_lr_ratio=0.1)
+    f = schedule.cosine_lambda(warmup_steps=3, total_steps=9, min_lr_ratio=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, f)
     for step in range(15):
-        expected = optim.cosine_schedule(
+        expected = schedule.cosine_schedule(
             step, max_lr=0.5, warmup_steps=3, total_steps=9, min_lr=0.05
         )
         assert opt.param_groups[0]["lr"] == pytest.approx(expected)
@@ -280,12 +280,12 @@ def test_bad_schedule_arguments_are_rejected(kwargs, error, message):
     args.update(kwargs)
     step = args.pop("step")
     with pytest.raises(error, match=message):
-        optim.cosine_schedule(step, **args)
+        schedule.cosine_schedule(step, **args)
 
 
 def test_cosine_lambda_checks_its_arguments_immediately():
     with pytest.raises(ValueError, match="warmup_steps"):
-        optim.cosine_lambda(warmup_steps=11, total_steps=10)
+        schedule.cosine_lambda(warmup_steps=11, total_steps=10)
 
 
 # --- gradient clipping --------------------------------------------------------------

@@ -25,17 +25,13 @@ __all__ = ["RECIPES", "Recipe", "main"]
 @dataclass(frozen=True)
 class Recipe:
     """How one shipped artifact is made: a module's command line, ``{out}`` standing
-    for the output directory; or, for an artifact no command makes yet, ``None`` and
-    where it comes from."""
+    for the output directory."""
 
     what: str
-    argv: tuple[str, ...] | None
-    module: str = ""
-    note: str = ""
+    argv: tuple[str, ...]
+    module: str
 
     def command(self, out: str = "DIR") -> str:
-        if self.argv is None:
-            return self.note
         args = [a.replace("{out}", out) for a in self.argv]
         return shlex.join(["python", "-m", self.module, *args])
 
@@ -43,7 +39,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "course-gpt": Recipe(
         "the course GPT (Chapter 5)",
-        ("--preset", "cpu", "--fp32", "--out", "{out}"),
+        ("--preset", "cpu", "--out", "{out}"),
         "llmbook.pretrain",
     ),
     "course-gpt-draft": Recipe(
@@ -69,16 +65,15 @@ RECIPES: dict[str, Recipe] = {
         ("--out", "{out}"),
         "llmbook.apps.rag",
     ),
+    "course-gpt-sft": Recipe(
+        "the course GPT after LoRA instruction tuning (Chapter 7)",
+        ("--out", "{out}"),
+        "llmbook.finetune.sft",
+    ),
     "course-gpt-rag": Recipe(
         "the reader: course-gpt-sft tuned to answer from a passage (Chapter 12)",
         ("--train-reader", "--threads", "1", "--out", "{out}"),
         "llmbook.apps.rag",
-    ),
-    "course-gpt-sft": Recipe(
-        "the course GPT after LoRA instruction tuning (Chapter 7)",
-        None,
-        note="made by Chapter 7's notebook through Section 4.5 (LoRA r=8 instruction "
-        "tuning, merged; its config.json says how); no command yet",
     ),
 }
 
@@ -93,6 +88,8 @@ def _entry_point(module: str) -> Callable[[Sequence[str]], object]:
         from llmbook.translate.__main__ import main
     elif module == "llmbook.moe_study":
         from llmbook.moe_study import main
+    elif module == "llmbook.finetune.sft":
+        from llmbook.finetune.sft import main
     elif module == "llmbook.apps.rag":
         from llmbook.apps.rag import main
     else:  # pragma: no cover - RECIPES names only the modules above
@@ -116,8 +113,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"{name:17s} {recipe.what}\n{'':17s} {recipe.command()}")
         return
     recipe = RECIPES[args.name]
-    if recipe.argv is None:
-        raise SystemExit(f"{args.name}: {recipe.note}")
     if not args.out:
         parser.error("give --out DIR: a recipe never writes into the installed package")
     out = str(Path(args.out))

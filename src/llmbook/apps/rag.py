@@ -32,13 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from llmbook.apps.retrieval import (
     build_index,
@@ -50,7 +49,7 @@ from llmbook.apps.retrieval import (
     rag_prompt,
 )
 from llmbook.decoding import generate
-from llmbook.finetune.lora import apply_lora, merge_and_unwrap
+from llmbook.finetune.sft import SFTConfig, lora_tune, question
 from llmbook.metrics import PairedResult, corpus_chrf, paired_bootstrap, sentence_chrf
 from llmbook.model.pretrained import (
     from_pretrained,
@@ -58,9 +57,6 @@ from llmbook.model.pretrained import (
     save_pretrained,
     tokenizer_path,
 )
-from llmbook.train.objectives import IGNORE_INDEX, causal_lm_loss
-from llmbook.train.optim import cosine_schedule
-from llmbook.train.step import train_step
 
 __all__ = [
     "READER",
@@ -71,7 +67,6 @@ __all__ = [
     "relevant_key",
     "held_out_questions",
     "reader_examples",
-    "answer_loss",
     "train_reader",
     "answer",
     "RagEvaluation",
@@ -87,11 +82,6 @@ READER = "course-gpt-rag"
 MAX_NEW = 32
 #: the longest prompt (passage and question), in tokens
 PROMPT_TOKENS = 128 - MAX_NEW
-
-
-def question(name: str) -> str:
-    """Chapter 7's question about a definition, with its closing line break."""
-    return f"What does `{name}` do?\n"
 
 
 def relevant_key(sentence: str) -> str:
@@ -117,28 +107,28 @@ def held_out_questions(chunks: Sequence[str]) -> list[tuple[str, str, set[int]]]
 
 
 @dataclass(frozen=True)
-class ReaderConfig:
-    """How ``course-gpt-rag`` is tuned from ``course-gpt-sft``."""
+class ReaderConfig(SFTConfig):
+    """How ``course-gpt-rag`` is tuned from ``course-gpt-sft``: a longer LoRA run of
+    higher rank than the SFT's, on examples as long as the model's window, and which
+    passage each training question gets."""
 
     steps: int = 700
     batch_size: int = 16
-    lr: float = 3e-3
     warmup_steps: int = 20
+    weight_decay: float = 0.01
     r: int = 16
     alpha: float = 32
-    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    max_tokens: int = 128
     gold_share: float = 0.6  # the definition's own chunk: learn to copy
     random_share: float = 0.2  # a random chunk: learn to ignore it; the rest: none
-    seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.gold_share + self.random_share <= 1:
             raise ValueError(
                 f"gold_share + random_share must be in [0, 1], got "
                 f"{self.gold_share} + {self.random_share}"
             )
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be positive")
 
 
 def reader_examples(
@@ -166,68 +156,18 @@ def reader_examples(
     return examples
 
 
-def _encode_batch(
-    examples: Sequence[tuple[str, str]], encode, eos_id: int, context: int
-) -> Tensor:
-    """(batch, 2, L): token ids in row 0, training labels in row 1: the ids of the
-    answer and its end-of-text token, :data:`~llmbook.train.objectives.IGNORE_INDEX`
-    on the prompt and on the right padding (the ids are padded with end-of-text)."""
-    rows = []
-    for prompt, ref in examples:
-        p = encode(prompt)
-        a = encode(ref)[: context - 1 - len(p)] + [eos_id]
-        rows.append((p + a, [IGNORE_INDEX] * len(p) + a))
-    length = max(len(ids) for ids, _ in rows)
-    batch = torch.full((len(rows), 2, length), IGNORE_INDEX)
-    batch[:, 0] = eos_id
-    for r, (ids, labels) in enumerate(rows):
-        batch[r, 0, : len(ids)] = torch.tensor(ids)
-        batch[r, 1, : len(labels)] = torch.tensor(labels)
-    return batch
-
-
-def answer_loss(model: nn.Module, batch: Tensor) -> Tensor:
-    """Chapter 7's answer-only loss, for a batch made by :func:`_encode_batch`: the
-    causal LM loss (:func:`~llmbook.train.objectives.causal_lm_loss`) over the answer
-    tokens of the whole batch (the hook :func:`~llmbook.train.train_step` takes as
-    ``loss_fn``)."""
-    ids, labels = batch[:, 0], batch[:, 1]
-    return causal_lm_loss(model(ids[:, :-1]), labels[:, 1:])
-
-
 def train_reader(
     out_dir: Path, config: ReaderConfig = ReaderConfig(), progress: bool = True
 ) -> Path:
     """Tune ``course-gpt-sft`` into the reader with LoRA, merge the adapters and save
     it with :func:`~llmbook.model.save_pretrained` in `out_dir`."""
-    from tqdm.auto import tqdm
-
-    torch.manual_seed(config.seed)
     tokenizer = load_tokenizer("course-gpt-sft")
     chunks = [c for _, c in course_chunks()]
     examples = reader_examples(chunks, tokenizer.encode, config)
-    model = apply_lora(
-        from_pretrained("course-gpt-sft"), config.targets, config.r, config.alpha
-    ).train()
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr
-    )
-    rng = random.Random(config.seed)
-    context = model.config.context_length
-    start, losses = time.perf_counter(), []
-    for step in tqdm(range(config.steps), desc="reader", disable=not progress):
-        batch = _encode_batch(
-            rng.sample(examples, config.batch_size),
-            tokenizer.encode, tokenizer.eos_token_id, context,
-        )  # fmt: skip
-        lr = cosine_schedule(
-            step, max_lr=config.lr, warmup_steps=config.warmup_steps,
-            total_steps=config.steps,
-        )  # fmt: skip
-        loss = train_step(model, optimizer, [batch], lr=lr, loss_fn=answer_loss)
-        losses.append(loss.item())
-    seconds = time.perf_counter() - start
-    merge_and_unwrap(model)
+    model, losses, seconds = lora_tune(
+        from_pretrained("course-gpt-sft"), examples, tokenizer, config,
+        progress=progress, desc="reader",
+    )  # fmt: skip
     ev = evaluate_reader(model, progress)
     meta = {
         "results": {

@@ -3,6 +3,7 @@
 Modules, in the order the pipeline runs::
 
     corpus        the offline corpora Python ships (docstrings, pydoc topics, source)
+    hub           load_hub_corpus: an opt-in Hugging Face dataset (online only)
     cleaning      clean_text, exact and near-duplicate removal (MinHash + LSH)
     splits        document-level train/val/test splits; THE course split
     bpe           byte-pair encoding from scratch (Chapter 2)
@@ -11,6 +12,7 @@ Modules, in the order the pipeline runs::
     ngram         n-gram language models with Kneser-Ney smoothing (Chapter 1)
     baselines     the recorded n-gram baseline every later model must beat
     parallel      English -> Chinese parallel pairs, offline (Chapter 9)
+    instructions  Chapter 7's instruction pairs (question about a definition, answer)
 
 Everything public is re-exported here: ``from llmbook.data import course_splits``.
 """
@@ -39,7 +41,9 @@ from llmbook.data.cleaning import (
     remove_near_duplicates,
     shingles,
 )
-from llmbook.data.corpus import CORPORA, corpus_stats, load_corpus, load_hub_corpus
+from llmbook.data.corpus import CORPORA, corpus_stats, load_corpus
+from llmbook.data.hub import load_hub_corpus
+from llmbook.data.instructions import first_sentence, instruction_pairs
 from llmbook.data.ngram import NGramLM
 from llmbook.data.parallel import load_parallel, parallel_sources
 from llmbook.data.splits import (
@@ -78,6 +82,8 @@ __all__ = [
     "corpus_stats",
     "load_corpus",
     "load_hub_corpus",
+    "first_sentence",
+    "instruction_pairs",
     "NGramLM",
     "load_parallel",
     "parallel_sources",

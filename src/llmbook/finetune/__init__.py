@@ -7,6 +7,7 @@ Modules::
     prefix_tuning  PrefixTuning: learned keys and values in front of every layer's
     dpo            dpo_loss, preference_margin, sequence_log_prob (preferences)
     heads          pooling, SequenceClassifier, SequenceRegressor (linear probes too)
+    sft            LoRA instruction tuning: lora_tune, the course-gpt-sft recipe
 
 The three parameter-efficient methods are built from scratch and checked against
 ``peft`` on the same models and initial values (``tests/test_finetune.py``).
@@ -26,6 +27,13 @@ from llmbook.finetune.lora import (
 )
 from llmbook.finetune.prefix_tuning import PrefixTuning, unflatten_prefix
 from llmbook.finetune.prompt_tuning import PromptTuning
+from llmbook.finetune.sft import (
+    SFTConfig,
+    answer_batch,
+    answer_loss,
+    lora_tune,
+    train_sft,
+)
 
 __all__ = [
     "LoRALinear",
@@ -33,16 +41,21 @@ __all__ = [
     "PromptTuning",
     "SequenceClassifier",
     "SequenceRegressor",
+    "SFTConfig",
+    "answer_batch",
+    "answer_loss",
     "apply_lora",
     "count_trainable",
     "dpo_loss",
     "lora_layers",
+    "lora_tune",
     "lora_state_dict",
     "merge_lora",
     "merge_and_unwrap",
     "pool",
     "preference_margin",
     "sequence_log_prob",
+    "train_sft",
     "unflatten_prefix",
     "unmerge_lora",
 ]

@@ -14,7 +14,7 @@ student's process computes is trusted except the student's own answers.
   process limit for the whole sandbox, nothing of the grader's files in sight, and of
   ``llmbook`` and the answer-doing libraries only what the lab imports;
 - inside, `llmbook.grading.harness` runs the cells and each test's *probes*: the test
-  cut down when the lab was built (`llmbook.grading.probes.plan_test`) to the
+  cut down when the lab was built (`llmbook.grading.slicing.plan_test`) to the
   statements that call the student's code, with its asserts replaced by recorders of
   the values the student's objects produced. The test's expected values, conditions
   and messages are not there; the student's code can take the harness over and gains
@@ -31,7 +31,9 @@ student's process computes is trusted except the student's own answers.
   grader's own memory stays under 1 GB.
 
 Modules: ``cli`` (command line), ``grade`` (a folder), ``runner`` (one sandboxed run),
-``sandbox``, ``harness``, ``probes``, ``codec``, ``scoring``, ``integrity``,
+``sandbox`` (with ``mounts``: what it can read; ``limits``; ``exports``: its one
+pipe out), ``harness``, ``probes``, ``slicing``,
+``codec``, ``scoring``, ``integrity``,
 ``notebook``, ``bundle`` (the zip), ``labs`` (per-lab rules), ``report``.
 """
 

@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from llmbook.grading import codec, probes
+from llmbook.grading import codec, probes, slicing
 
 __all__ = ["Bundle", "BundleError", "load_bundle", "natural_key"]
 
@@ -72,8 +72,8 @@ class Bundle:
         return {a: _outermost(p) for a, p in paths.items()}
 
     @cached_property
-    def plans(self) -> dict[str, probes.Plan]:
-        """Test name -> what the sandbox receives for it (see `probes.plan_test`).
+    def plans(self) -> dict[str, slicing.Plan]:
+        """Test name -> what the sandbox receives for it (see `slicing.plan_test`).
 
         Built and verified with the lab (``add_reference``); a zip built before plans
         existed gets every test unsliced.
@@ -83,13 +83,13 @@ class Bundle:
             for t in tests:
                 stored = self.reference.get(t.name, {}).get("plan")
                 if isinstance(stored, dict):
-                    plans[t.name] = probes.Plan(
+                    plans[t.name] = slicing.Plan(
                         stored["source"],
                         {int(a): dict(v) for a, v in stored["leaves"].items()},
                         bool(stored["sliced"]),
                     )
                 else:
-                    plans[t.name] = probes.plan_test(
+                    plans[t.name] = slicing.plan_test(
                         t, self.leaf_paths(t.name), slice_it=False
                     )
         return plans

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbook.grading import bundle as bundles
-from llmbook.grading import integrity, report, runner, sandbox, scoring
+from llmbook.grading import integrity, mounts, report, runner, sandbox, scoring
 from llmbook.grading.notebook import SubmissionError, read_submission, sha256_file
 
 __all__ = ["GradeOptions", "grade_notebook", "grade_submissions"]
@@ -74,7 +74,7 @@ def grade_notebook(b: bundles.Bundle, path: Path, options: GradeOptions) -> Grad
         q: sorted({p for t in tests for p in t.params}) for q, tests in b.tests.items()
     }
     try:
-        with sandbox.AST_LOCK:
+        with mounts.AST_LOCK:
             flags = integrity.integrity_flags(sub.cells, b.lab, params)
     except (RecursionError, MemoryError, ValueError):
         flags = ["notebook: code too large or too deep to analyse"]
@@ -87,7 +87,7 @@ def grade_notebook(b: bundles.Bundle, path: Path, options: GradeOptions) -> Grad
         timeout=options.timeout,
         limits=options.limits,
     )
-    with sandbox.AST_LOCK:
+    with mounts.AST_LOCK:
         results = [
             scoring.score_question(
                 b, q, exports.questions.get(q), exports.stores.get(q)
@@ -173,10 +173,10 @@ def grade_submissions(
     if not options.unsafe:
         sandbox.check_sandbox()
         sandbox.check_roots_exclude(
-            sandbox.readable_roots(), [autograder, submissions, out_csv.parent]
+            mounts.readable_roots(), [autograder, submissions, out_csv.parent]
         )
     # the tests' ASTs, parsed once here before the worker threads start
-    with sandbox.AST_LOCK:
+    with mounts.AST_LOCK:
         _ = (b.sites, b.plans)
     zip_hash = _hash(autograder)
     hashes = {p: _hash(p) for p in files}

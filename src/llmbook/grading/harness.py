@@ -4,7 +4,7 @@
 process, executes the notebook's code cells one by one (no Jupyter kernel: IPython
 ``%magic`` and ``!shell`` lines are dropped, ``grader.check`` does nothing) and, at each
 question's ``grader.check("qN")`` cell (or at the end), runs that question's probes:
-each test as the lab build planned it for the sandbox (see `llmbook.grading.probes.
+each test as the lab build planned it for the sandbox (see `llmbook.grading.slicing.
 plan_test`): the statements that call the student's code, with every assert replaced
 by a recorder that evaluates the leaves depending on the student's objects. The
 test's expected values, conditions and messages are not in the job.

@@ -4,7 +4,7 @@
 master is the instructor's own), stores each assert's observed values in the
 autograder zip, checks that the solution passes every test when checked from those
 data, refuses free leaves the sandbox could fabricate (``check_free``), and slices
-each test for the sandbox (``probes.plan_test``), keeping only the slices the solution
+each test for the sandbox (``slicing.plan_test``), keeping only the slices the solution
 still passes. ``tools/build_labs.py`` calls it; grading never does. It sits above
 `bundle`, `runner` and `scoring`, which never import it.
 """
@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from llmbook.grading import codec, labs, notebook, probes, runner, scoring
+from llmbook.grading import codec, labs, notebook, probes, runner, scoring, slicing
 from llmbook.grading.bundle import (
     NEEDS_JSON,
     REFERENCE_JSON,
@@ -167,7 +167,7 @@ def check_free(bundle: Bundle) -> None:
 def _plan(bundle: Bundle, master: Path, cells, timeout) -> None:
     """Slice each test for the sandbox, keeping only slices the solution passes.
 
-    Every test is planned (`probes.plan_test`), then the solution is graded with the
+    Every test is planned (`slicing.plan_test`), then the solution is graded with the
     sliced probes. A test whose slice does not give the solution full marks (a
     dropped statement drew random numbers, say) would have to run whole in the
     sandbox, where a hijacked harness could report its expected values: the build
@@ -187,7 +187,7 @@ def _plan(bundle: Bundle, master: Path, cells, timeout) -> None:
     for tests in bundle.tests.values():
         for t in tests:
             try:
-                plans[t.name] = probes.plan_test(
+                plans[t.name] = slicing.plan_test(
                     t,
                     bundle.leaf_paths(t.name),
                     labs.free_leaves(bundle.lab, t.name),

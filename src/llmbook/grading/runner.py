@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmbook.grading import codec, sandbox
+from llmbook.grading import codec, mounts, sandbox
 from llmbook.grading.bundle import Bundle
 
 __all__ = ["Exports", "run_job"]
@@ -83,7 +83,7 @@ def isolation_for(bundle: Bundle) -> sandbox.Isolation:
     roots = {m.split(".")[0] for m in bundle.needs}
     # these packages look for one another when imported (transformers probes peft,
     # sklearn, ...): a lab that needs one of them keeps them all
-    hidden = () if roots & set(sandbox.HIDEABLE) else sandbox.HIDEABLE
+    hidden = () if roots & set(mounts.HIDEABLE) else mounts.HIDEABLE
     return sandbox.Isolation(
         llmbook=tuple(sorted(m for m in bundle.needs if m.split(".")[0] == "llmbook")),
         hidden=tuple(hidden),

@@ -36,11 +36,8 @@ without any of this (still in a temporary folder, with the per-process limits).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -49,6 +46,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from llmbook.grading.exports import Exported, receive
+from llmbook.grading.limits import Cgroup, Limits, set_limits
+from llmbook.grading.mounts import (
+    ancestors,
+    blocker_package,
+    llmbook_files,
+    package_dir,
+    readable_roots,
+)
 
 __all__ = [
     "Cgroup",
@@ -66,38 +73,10 @@ NOBODY = 65534
 WORKDIR = "/home/student"
 HARNESS_ROOT = "/opt/llmbook-grader"  # on the sandbox's PYTHONPATH
 STDERR_LIMIT = 20_000  # bytes of the sandbox's stderr kept (its setup errors)
-# what the harness itself needs of llmbook (paths under the package)
-HARNESS_FILES = (
-    "__init__.py",
-    "grading/__init__.py",
-    "grading/harness.py",
-    "grading/probes.py",
-    "grading/codec.py",
-)
-# packages that can do an answer's work: absent unless the lab's notebook or tests
-# import one of them (they probe one another on import)
-HIDEABLE = ("transformers", "peft", "sklearn", "sacrebleu", "nltk")
 
 
 class SandboxUnavailable(RuntimeError):
     """Raised when bubblewrap is missing or cannot create its namespaces here."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource limits for one submission."""
-
-    timeout: float = 300.0  # CPU seconds (an infinite loop ends here)
-    memory_mb: int = 6144  # address space per process (PyTorch maps about 1.5 GB)
-    file_mb: int = 256  # largest file
-    processes: int = 64  # processes in the sandbox
-    sandbox_mb: int = 4096  # memory of the whole sandbox (cgroup), tmpfs included
-    disk_mb: int = 1024  # its tmpfs mounts together (half for /home/student)
-
-    @property
-    def wall_timeout(self) -> float:
-        """Wall-clock limit: generous, for code that sleeps; a busy machine is slow."""
-        return 2 * self.timeout + 60
 
 
 @dataclass(frozen=True)
@@ -130,32 +109,6 @@ class RunResult:
         return None
 
 
-def _ancestors(path: str) -> list[str]:
-    parts = Path(path).parts[1:-1]
-    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def package_dir() -> Path:
-    import llmbook
-
-    return Path(llmbook.__file__).resolve().parent
-
-
-def readable_roots() -> list[str]:
-    """The directories the sandbox sees read-only: Python and its environment."""
-    roots = {
-        os.path.realpath(sys.prefix),
-        os.path.realpath(sys.base_prefix),
-        os.path.realpath(sys.exec_prefix),
-        str(Path(os.path.realpath(sys.executable)).parent.parent),
-    }
-    roots = {r for r in roots if r not in ("/", "/usr") and os.path.isdir(r)}
-    # the virtual environment's own path, when it is a symlink to elsewhere
-    if os.path.realpath(sys.prefix) != sys.prefix and os.path.isdir(sys.prefix):
-        roots.add(sys.prefix)
-    return sorted(roots)
-
-
 def check_roots_exclude(roots: list[str], secrets: list[Path]) -> None:
     """Refuse when a folder the sandbox would see holds something it must not."""
     for root in [*roots, str(package_dir())]:
@@ -167,90 +120,6 @@ def check_roots_exclude(roots: list[str], secrets: list[Path]) -> None:
                     "read (the Python environment or the llmbook package): move the "
                     "submissions, the autograder zip and the output elsewhere"
                 )
-
-
-def llmbook_files(modules: tuple[str, ...] | None) -> list[str]:
-    """Paths (under the package) of the harness, of `modules` with what they import
-    (and their parent packages), and of the package's data files.
-
-    None: the whole package (``[""]``). Computed once per `modules` (it parses the
-    package's source, which does not change while a grading run lasts), under
-    :data:`AST_LOCK`.
-    """
-    with AST_LOCK:
-        return list(_llmbook_files(modules))
-
-
-#: Held while a grading thread builds or compiles Python ASTs (the package's imports
-#: here; integrity flags and the trusted checks in ``grade``): CPython 3.11's ast
-#: module keeps its recursion depth in state that threads share, and two threads
-#: converting ASTs at once can fail with "SystemError: AST constructor recursion depth
-#: mismatch" (seen once under load). The sandboxed runs, where the time goes, stay
-#: parallel.
-AST_LOCK = threading.RLock()
-
-
-@functools.lru_cache(maxsize=64)
-def _llmbook_files(modules: tuple[str, ...] | None) -> tuple[str, ...]:
-    if modules is None:
-        return ("",)
-    root = package_dir()
-    files: set[str] = set(HARNESS_FILES)
-    todo = [m for m in modules if m == "llmbook" or m.startswith("llmbook.")]
-    seen: set[str] = set()
-    while todo:
-        module = todo.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        parts = module.split(".")[1:]
-        for i in range(1, len(parts)):  # the parent packages run on import too
-            todo.append(".".join(["llmbook", *parts[:i]]))
-        candidates = ["/".join(parts) + ".py", "/".join([*parts, "__init__.py"])]
-        for rel in candidates:
-            if parts and (root / rel).is_file():
-                files.add(rel)
-                todo += _imported(root / rel, module, rel.endswith("__init__.py"))
-    for path in root.rglob("*"):  # the package's data (corpora, weights): not code
-        if path.is_file() and path.suffix not in (".py", ".pyc", ".pyo"):
-            if "__pycache__" not in path.parts:
-                files.add(str(path.relative_to(root)))
-    return tuple(sorted(files))
-
-
-def _imported(path: Path, module: str, is_package: bool) -> list[str]:
-    import ast
-
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
-        return []
-    package = module if is_package else module.rsplit(".", 1)[0]
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                up = package.split(".")
-                up = up[: len(up) - node.level + 1]
-                base = ".".join([*up, base] if base else up)
-            found.append(base)
-            found += [f"{base}.{a.name}" for a in node.names]
-    return [m for m in found if m == "llmbook" or m.startswith("llmbook.")]
-
-
-def _blocker(folder: Path, name: str) -> Path:
-    """A package named `name` whose import fails, saying why."""
-    path = folder / f"blocked-{name}"
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "__init__.py").write_text(
-        f"raise ImportError({name!r} + ' is not available while grading this lab: "
-        "an answer may not use it')\n",
-        encoding="utf-8",
-    )
-    return path
 
 
 def bwrap_args(limits: Limits, isolation: Isolation, scratch: Path) -> list[str]:
@@ -279,7 +148,7 @@ def bwrap_args(limits: Limits, isolation: Isolation, scratch: Path) -> list[str]
 
     def parents(path: str) -> list[str]:
         out = []
-        for parent in _ancestors(path):
+        for parent in ancestors(path):
             if parent not in made and not parent.startswith("/usr"):
                 out += ["--perms", "0755", "--dir", parent]
                 made.add(parent)
@@ -297,7 +166,7 @@ def bwrap_args(limits: Limits, isolation: Isolation, scratch: Path) -> list[str]
             real = os.path.realpath(root_dir)
             if spec.startswith(real + "/"):
                 target = root_dir + spec[len(real) :]
-                cmd += ["--ro-bind", str(_blocker(scratch, name)), target]
+                cmd += ["--ro-bind", str(blocker_package(scratch, name)), target]
     package = package_dir()
     for rel in llmbook_files(isolation.llmbook):
         target = f"{HARNESS_ROOT}/llmbook/{rel}".rstrip("/")
@@ -401,24 +270,6 @@ def sandbox_env(home: str = WORKDIR, pythonpath: str = HARNESS_ROOT) -> dict[str
     }
 
 
-def _set_limits(limits: Limits, cpu_seconds: int, cgroups: list[str]) -> None:
-    """In the child, before exec: limits inherited by everything it starts."""
-    for procs in cgroups:  # join the sandbox's cgroups ("0": this process)
-        fd = os.open(procs, os.O_WRONLY)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
-    mb = 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb,) * 2)
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb,) * 2)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
-    if os.geteuid() == 0:  # counts processes of the sandbox user, nobody
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes,) * 2)
-
-
 def python_argv() -> list[str]:
     """This interpreter, without user site or the script's folder on its path.
 
@@ -426,159 +277,6 @@ def python_argv() -> list[str]:
     sandbox's own, set with ``--clearenv``).
     """
     return [sys.executable, "-s", "-P", "-m", "llmbook.grading.harness"]
-
-
-class Cgroup:
-    """A memory and process limit for the whole sandbox, where the grader may set one.
-
-    cgroup v2 (a child of the grader's own cgroup, which must be delegated to it, or
-    the root as root), else cgroup v1's ``memory`` and ``pids`` controllers (as root).
-    `procs` are the files a new process writes its pid to; empty when neither works.
-    """
-
-    def __init__(self, limits: Limits) -> None:
-        self.paths: list[Path] = []
-        self.procs: list[str] = []
-        self.memory_file: Path | None = None
-        self.events: Path | None = None
-        name = f"llmbook-grade-{os.getpid()}-{threading.get_ident()}-{time.time_ns()}"
-        try:
-            self._v2(name, limits) or self._v1(name, limits)
-        except OSError:
-            self.close()
-            self.procs = []
-
-    def _v2(self, name: str, limits: Limits) -> bool:
-        base = Path("/sys/fs/cgroup")
-        if not (base / "cgroup.controllers").is_file():
-            return False
-        own = Path(open("/proc/self/cgroup").read().split("::", 1)[-1].strip())
-        parent = base / str(own).lstrip("/")
-        if not os.access(parent, os.W_OK):
-            return False
-        group = parent / name
-        group.mkdir()
-        self.paths.append(group)
-        (group / "memory.max").write_text(str(limits.sandbox_mb * 1024 * 1024))
-        if (group / "memory.swap.max").exists():
-            (group / "memory.swap.max").write_text("0")
-        (group / "pids.max").write_text(str(limits.processes))
-        self.procs = [str(group / "cgroup.procs")]
-        self.memory_file, self.events = group / "memory.peak", group / "memory.events"
-        return True
-
-    def _v1(self, name: str, limits: Limits) -> bool:
-        memory, pids = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup/pids")
-        if not (memory / "cgroup.procs").is_file() or not os.access(memory, os.W_OK):
-            return False
-        group = memory / name
-        group.mkdir()
-        self.paths.append(group)
-        (group / "memory.limit_in_bytes").write_text(
-            str(limits.sandbox_mb * 1024 * 1024)
-        )
-        procs = [str(group / "cgroup.procs")]
-        if (pids / "cgroup.procs").is_file() and os.access(pids, os.W_OK):
-            pgroup = pids / name
-            pgroup.mkdir()
-            self.paths.append(pgroup)
-            (pgroup / "pids.max").write_text(str(limits.processes))
-            procs.append(str(pgroup / "cgroup.procs"))
-        self.procs = procs
-        self.memory_file = group / "memory.max_usage_in_bytes"
-        self.events = group / "memory.oom_control"
-        return True
-
-    def oom_killed(self) -> bool:
-        """Whether the kernel killed a process of the sandbox for its memory limit."""
-        try:
-            text = self.events.read_text() if self.events else ""
-        except OSError:
-            return False
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
-                return True
-        return False
-
-    def peak_mb(self) -> float | None:
-        try:
-            return (
-                int(self.memory_file.read_text()) / 2**20 if self.memory_file else None
-            )
-        except (OSError, ValueError):
-            return None
-
-    def close(self) -> None:
-        for path in reversed(self.paths):
-            for _ in range(50):
-                try:
-                    path.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-        self.paths = []
-
-
-@dataclass
-class Exported:
-    """What the sandbox sent on its pipe: files written under `folder`."""
-
-    folder: Path
-    bytes: int = 0
-    problem: str | None = None  # over the limit, or a malformed frame
-    peak_mb: float | None = None  # the sandbox's peak memory (cgroup), if known
-    oom: bool = False  # the cgroup's memory limit killed a process
-
-
-NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-
-
-def _receive(fd: int, folder: Path, limit: int, out: Exported, stop) -> None:
-    """Read frames from the sandbox into `folder`, at most `limit` bytes in all."""
-    with os.fdopen(fd, "rb", buffering=0) as pipe:
-        buffer = b""
-        while True:
-            while b"\n" not in buffer:
-                chunk = pipe.read(65536)
-                if not chunk:
-                    if buffer:
-                        out.problem = "its exports ended in the middle of a frame"
-                    return
-                buffer += chunk
-                if len(buffer) > 4096 and b"\n" not in buffer:
-                    out.problem = "its exports were malformed"
-                    return stop()
-            line, buffer = buffer.split(b"\n", 1)
-            try:
-                header = json.loads(line)
-                name, size = header["name"], int(header["size"])
-            except (ValueError, KeyError, TypeError):
-                out.problem = "its exports were malformed"
-                return stop()
-            if not (isinstance(name, str) and NAME.fullmatch(name)) or size < 0:
-                out.problem = "its exports were malformed"
-                return stop()
-            out.bytes += len(line) + 1 + size
-            if out.bytes > limit:
-                out.problem = (
-                    f"it exported more than {limit // 2**20} MB (the limit per "
-                    "submission)"
-                )
-                return stop()
-            part = folder / (name + ".part")
-            with open(part, "wb") as f:
-                need = size
-                while need:
-                    if not buffer:
-                        buffer = pipe.read(min(65536, need))
-                        if not buffer:
-                            out.problem = "its exports ended in the middle of a frame"
-                            return
-                    take, buffer = buffer[:need], buffer[need:]
-                    f.write(take)
-                    need -= len(take)
-            os.replace(part, folder / name)
 
 
 def run_untrusted(
@@ -637,7 +335,7 @@ def run_untrusted(
             env=env,
             pass_fds=pass_fds,
             start_new_session=True,
-            preexec_fn=lambda: _set_limits(  # setrlimit and writes: thread-safe
+            preexec_fn=lambda: set_limits(  # setrlimit and writes: thread-safe
                 limits, cpu, cgroup.procs if cgroup else []
             ),
         )
@@ -659,7 +357,7 @@ def run_untrusted(
     threads = [
         threading.Thread(target=drain, daemon=True),
         threading.Thread(
-            target=_receive,
+            target=receive,
             args=(read_fd, export, export_limit, exported, stop),
             daemon=True,
         ),

@@ -6,7 +6,7 @@ A test passes when, for every assert the reference solution reached,
 2. the assert's condition, evaluated here with the leaf values substituted
    (`llmbook.grading.probes.trusted_eval`), is true: the comparison itself
    (``torch.allclose``, ``==``) is this process's, which no student code has patched.
-   For a test the lab build could slice (`llmbook.grading.probes.plan_test`), only the
+   For a test the lab build could slice (`llmbook.grading.slicing.plan_test`), only the
    leaves that depend on the student's objects come from the sandbox; the others (the
    test's expected values) are the reference run's, stored in the zip, and were never
    computed in the sandbox;

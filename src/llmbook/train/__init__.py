@@ -3,7 +3,8 @@
 Modules::
 
     objectives  causal LM, masked LM (80/10/10), next-sentence pairs, span corruption
-    optim       SGD, Adam, AdamW from scratch; schedules; clipping; weight-decay groups
+    optim       SGD, Adam, AdamW from scratch; clipping; weight-decay groups
+    schedule    the learning-rate schedule: linear warm-up, then cosine
     config      TrainConfig (causal or masked objective), presets (tiny, cpu, draft, gpu, mlm)
     step        the loss, the optimiser, the schedule and THE training step
     loop        THE pretraining loop (GPT and masked LM), weight averaging, perplexity

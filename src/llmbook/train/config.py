@@ -155,7 +155,7 @@ PRESETS: dict[str, TrainConfig] = {
         warmup_steps=5,
         eval_every=10,
     ),  # fmt: skip
-    "cpu": TrainConfig(max_steps=4000, eval_every=500, ema_decay=0.995),
+    "cpu": TrainConfig(max_steps=10000, eval_every=500, ema_decay=0.995),
     "draft": TrainConfig(
         model=GPTConfig(
             vocab_size=2048,

@@ -2,9 +2,9 @@
 
 Chapter 5 writes Adam inline; this file is the package copy, and
 ``tests/test_chapter05_optim.py`` checks that the two agree. ``tests/test_optim.py``
-checks every optimiser here step by step against ``torch.optim``, the schedule against
-``transformers.get_cosine_schedule_with_warmup`` and the clipping against
-``torch.nn.utils.clip_grad_norm_``.
+checks every optimiser here step by step against ``torch.optim`` and the clipping
+against ``torch.nn.utils.clip_grad_norm_``. The learning-rate schedule is
+:mod:`llmbook.train.schedule`.
 
 Contents:
 
@@ -13,9 +13,6 @@ Contents:
   Nesterov momentum and L2 weight decay), ``Adam`` (L2 weight decay, as
   ``torch.optim.Adam``) and ``AdamW`` (decoupled weight decay, as
   ``torch.optim.AdamW``);
-* the learning-rate schedule used to pretrain GPT-style models: ``cosine_schedule``
-  (linear warm-up, then cosine decay) and ``cosine_lambda`` (the same as a multiplier
-  for ``torch.optim.lr_scheduler.LambdaLR``);
 * ``clip_grad_norm``: rescale all gradients so that their joint L2 norm is at most
   ``max_norm``;
 * regularisation: ``l1_penalty``, ``l2_penalty`` and
@@ -43,18 +40,17 @@ embedding is tied to its output head, which is a weight matrix).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
+from llmbook.train.schedule import check_number
+
 __all__ = [
     "SGD",
     "Adam",
     "AdamW",
-    "cosine_schedule",
-    "cosine_lambda",
     "clip_grad_norm",
     "l1_penalty",
     "l2_penalty",
@@ -62,14 +58,6 @@ __all__ = [
 ]
 
 Params = Iterable[Tensor] | Iterable[dict]
-
-
-def _check_number(name: str, value: float, *, low: float, open_low: bool) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if value < low or (open_low and value == low) or math.isnan(value):
-        bound = f"> {low}" if open_low else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
 
 
 # ---------------------------------------------------------------------------
@@ -120,11 +108,11 @@ class SGD(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         nesterov: bool = False,
     ) -> None:
-        _check_number("lr", lr, low=0.0, open_low=False)
-        _check_number("momentum", momentum, low=0.0, open_low=False)
+        check_number("lr", lr, low=0.0, open_low=False)
+        check_number("momentum", momentum, low=0.0, open_low=False)
         if momentum >= 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        _check_number("weight_decay", weight_decay, low=0.0, open_low=False)
+        check_number("weight_decay", weight_decay, low=0.0, open_low=False)
         if nesterov and momentum == 0.0:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
         defaults = dict(
@@ -209,15 +197,15 @@ class Adam(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        _check_number("lr", lr, low=0.0, open_low=False)
+        check_number("lr", lr, low=0.0, open_low=False)
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         for i, beta in enumerate(betas):
-            _check_number(f"betas[{i}]", beta, low=0.0, open_low=False)
+            check_number(f"betas[{i}]", beta, low=0.0, open_low=False)
             if beta >= 1.0:
                 raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
-        _check_number("eps", eps, low=0.0, open_low=True)
-        _check_number("weight_decay", weight_decay, low=0.0, open_low=False)
+        check_number("eps", eps, low=0.0, open_low=True)
+        check_number("weight_decay", weight_decay, low=0.0, open_low=False)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(params, defaults)
 
@@ -287,103 +275,6 @@ class AdamW(Adam):
 
 
 # ---------------------------------------------------------------------------
-# Learning-rate schedule
-# ---------------------------------------------------------------------------
-
-
-def _check_schedule(
-    step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float
-) -> None:
-    for name, value in (
-        ("step", step),
-        ("warmup_steps", warmup_steps),
-        ("total_steps", total_steps),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    if warmup_steps > total_steps:
-        raise ValueError(
-            f"warmup_steps ({warmup_steps}) must be <= total_steps ({total_steps})"
-        )
-    _check_number("max_lr", max_lr, low=0.0, open_low=False)
-    _check_number("min_lr", min_lr, low=0.0, open_low=False)
-    if min_lr > max_lr:
-        raise ValueError(f"min_lr ({min_lr}) must be <= max_lr ({max_lr})")
-
-
-def cosine_schedule(
-    step: int,
-    *,
-    max_lr: float,
-    warmup_steps: int,
-    total_steps: int,
-    min_lr: float = 0.0,
-) -> float:
-    r"""The learning rate at optimiser step ``step`` (0-based): warm-up, then cosine.
-
-    With :math:`W` = ``warmup_steps`` and :math:`T` = ``total_steps``:
-
-    .. math::
-
-        \eta(s) = \begin{cases}
-            \eta_{\max}\, s / W & s < W \quad\text{(linear warm-up from 0)} \\
-            \eta_{\min} + (\eta_{\max} - \eta_{\min})\,
-                \tfrac12\bigl(1 + \cos(\pi p)\bigr),
-            \ p = \min\!\bigl(1, \tfrac{s - W}{\max(1, T - W)}\bigr) & s \ge W
-        \end{cases}
-
-    So ``step=0`` gives 0 when ``warmup_steps > 0`` (the first update is a no-op),
-    ``step=warmup_steps`` gives ``max_lr``, ``step=total_steps`` gives ``min_lr``, and
-    every later step stays at ``min_lr``. The warm-up starts from 0, not from
-    ``min_lr``. With ``min_lr=0`` this equals ``lr * lambda(step)`` of
-    ``transformers.get_cosine_schedule_with_warmup`` for every ``step <= total_steps``
-    (after ``total_steps`` transformers' cosine rises again; this one stays flat).
-    When ``warmup_steps == total_steps`` the rate reaches ``max_lr`` at
-    ``total_steps`` and is ``min_lr`` from the next step on, as in transformers.
-
-    Units: the same as ``max_lr`` and ``min_lr``.
-    """
-    _check_schedule(step, max_lr, warmup_steps, total_steps, min_lr)
-    if step < warmup_steps:
-        return max_lr * step / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr + (max_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def cosine_lambda(
-    *, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
-) -> Callable[[int], float]:
-    """``cosine_schedule`` as a multiplier for ``torch.optim.lr_scheduler.LambdaLR``.
-
-    ``LambdaLR`` sets each group's rate to ``base_lr * f(step)``; the returned ``f``
-    is ``cosine_schedule`` with ``max_lr=1`` and ``min_lr=min_lr_ratio`` (so the final
-    rate is ``min_lr_ratio * base_lr``). Arguments are checked here, not at step time.
-
-    Usage::
-
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, cosine_lambda(warmup_steps=100, total_steps=1000)
-        )
-    """
-    _check_schedule(0, 1.0, warmup_steps, total_steps, min_lr_ratio)
-
-    def multiplier(step: int) -> float:
-        return cosine_schedule(
-            step,
-            max_lr=1.0,
-            warmup_steps=warmup_steps,
-            total_steps=total_steps,
-            min_lr=min_lr_ratio,
-        )
-
-    return multiplier
-
-
-# ---------------------------------------------------------------------------
 # Gradient clipping
 # ---------------------------------------------------------------------------
 
@@ -412,7 +303,7 @@ def clip_grad_norm(
     Returns:
         The total norm *before* clipping: a 0-dim float tensor (0 when no gradients).
     """
-    _check_number("max_norm", max_norm, low=0.0, open_low=True)
+    check_number("max_norm", max_norm, low=0.0, open_low=True)
     if isinstance(parameters, Tensor):
         parameters = [parameters]
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -484,7 +375,7 @@ def param_groups_for_weight_decay(model: nn.Module, weight_decay: float) -> list
     Shared (tied) parameters appear once; frozen ones (``requires_grad=False``) are
     left out. Pass the result to an optimiser: ``AdamW(groups, lr=...)``.
     """
-    _check_number("weight_decay", weight_decay, low=0.0, open_low=False)
+    check_number("weight_decay", weight_decay, low=0.0, open_low=False)
     params = [p for p in model.parameters() if p.requires_grad]
     return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},

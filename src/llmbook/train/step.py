@@ -13,13 +13,15 @@ import functools
 import platform
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llmbook.train.config import TrainConfig
-from llmbook.train.optim import cosine_schedule, param_groups_for_weight_decay
+from llmbook.train.optim import param_groups_for_weight_decay
+from llmbook.train.schedule import cosine_schedule
 from llmbook.utils import autocast_dtype
 
 __all__ = [
@@ -110,21 +112,23 @@ def autocast_context(
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    micro_batches: Iterable[Tensor],
+    micro_batches: Iterable[Any],
     *,
     lr: float | None = None,
     grad_clip: float | None = 1.0,
     scaler: torch.amp.GradScaler | None = None,
     backward: Callable[[Tensor], None] | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    loss_fn: Callable[[nn.Module, Tensor], Tensor] | None = None,
+    loss_fn: Callable[[nn.Module, Any], Tensor] | None = None,
 ) -> Tensor:
     """One optimiser step on the mean loss over ``micro_batches``.
 
     Each micro-batch contributes ``loss_fn(model, batch) / n_micro`` to the gradient
     (gradient accumulation: the same update as one batch of them all). ``loss_fn``
     is :func:`lm_loss` of a (batch, L + 1) batch of windows when None; the masked
-    objective passes BERT's loss (:func:`llmbook.train.loop.objective_loss`). Then
+    objective passes BERT's loss (:func:`llmbook.train.loop.objective_loss`), the
+    translator a (source, lengths, target) tuple's loss, instruction tuning the
+    answer-only loss (:func:`llmbook.finetune.sft.answer_loss`). Then
     the gradient norm is clipped to ``grad_clip``, the optimiser steps with
     learning rate ``lr`` (unchanged if None), and the gradients are cleared.
 

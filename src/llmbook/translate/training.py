@@ -15,7 +15,9 @@ from tokenizers import Tokenizer
 
 from llmbook.data.parallel import CharVocab, load_parallel
 from llmbook.model.pretrained import WEIGHTS_DIR
-from llmbook.train.optim import cosine_schedule, param_groups_for_weight_decay
+from llmbook.train.optim import param_groups_for_weight_decay
+from llmbook.train.schedule import cosine_schedule
+from llmbook.train.step import train_step
 from llmbook.translate.model import (
     MTConfig,
     SourceTokenizer,
@@ -90,6 +92,10 @@ def train_mt(config: MTConfig, log_path: str | Path | None = None,
     lengths = [len(s) + len(t) for s, t in zip(src_ids, tgt_ids, strict=True)]
     start, running, batches = time.time(), [], []
     log = open(log_path, "a") if log_path else None  # noqa: SIM115
+
+    def loss_fn(model, batch):
+        return mt_loss(model, *batch, vocab.pad_id, config.label_smoothing)
+
     model.train()
     for step in range(1, config.max_steps + 1):
         if not batches:
@@ -101,14 +107,8 @@ def train_mt(config: MTConfig, log_path: str | Path | None = None,
         lr = cosine_schedule(step - 1, max_lr=config.lr, min_lr=config.lr / 20,
                              warmup_steps=min(config.warmup_steps, config.max_steps),
                              total_steps=config.max_steps)  # fmt: skip
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with _autocast(bf16):
-            loss = mt_loss(model, src, lens, tgt, vocab.pad_id, config.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = train_step(model, opt, [(src, lens, tgt)], lr=lr, grad_clip=1.0,
+                          autocast=lambda: _autocast(bf16), loss_fn=loss_fn)  # fmt: skip
         running.append(loss.item())
         if step % log_every == 0 or step == config.max_steps:
             row = {"step": step, "train_loss": round(sum(running) / len(running), 4),

@@ -3,11 +3,11 @@
 Two forms of one picture, both computed with the course's own decoding code
 (:func:`llmbook.decoding.process_logits` and :func:`llmbook.decoding.generate`):
 
-* :func:`decoding_explorer`: ipywidgets for Colab and Jupyter. Edit the prompt, move
-  the temperature, top-k, top-p and min-p sliders, and see the top tokens after
-  processing as bars plus a seeded sampled continuation ("resample" changes the seed).
-  Its pictures come from :func:`decoding_figure` and :func:`sample_continuation`,
-  plain functions that work without a frontend.
+* :func:`llmbook.viz.explorer.decoding_explorer`: ipywidgets for Colab and Jupyter.
+  Edit the prompt, move the temperature, top-k, top-p and min-p sliders, and see the
+  top tokens after processing as bars plus a seeded sampled continuation ("resample"
+  changes the seed). Its pictures come from :func:`decoding_figure` and
+  :func:`sample_continuation` here, plain functions that work without a frontend.
 * :func:`decoding_view`: a kernel-free HTML view for the static book, in the spirit of
   ``llmbook.viz.attention_view``. Every combination on a small grid of settings is
   computed in advance and embedded as JSON; three selects pick one.
@@ -47,7 +47,6 @@ from llmbook.viz.attention_view import _encode_json
 
 __all__ = [
     "DecodingView",
-    "decoding_explorer",
     "decoding_figure",
     "decoding_view",
     "sample_continuation",
@@ -157,85 +156,6 @@ def decoding_figure(
     )
     plt.close(fig)
     return fig
-
-
-def decoding_explorer(
-    model: nn.Module,
-    tokenizer,
-    prompt: str,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    n_tokens: int = 15,
-    continuation_tokens: int = 30,
-    seed: int = 0,
-):
-    """Widgets for decoding settings over the next-token bars and a continuation.
-
-    A prompt box; sliders for temperature (0 = greedy), top-k (0 = off), top-p and
-    min-p (0 = off); a seed box and a "resample" button that moves to the next seed.
-    Needs a live kernel. Returns an ``ipywidgets.VBox`` whose ``.controls`` holds
-    the controls by name (``prompt``, ``temperature``, ``top_k``, ``top_p``,
-    ``min_p``, ``seed``, ``resample``) and ``.text`` the continuation's HTML.
-    """
-    import ipywidgets as widgets
-    from IPython.display import display
-
-    _prompt_ids(model, tokenizer, prompt)  # fail here, not inside the widget
-    _config(temperature, top_k, top_p, min_p or None)
-    slider = widgets.FloatSlider
-    controls = {
-        "prompt": widgets.Textarea(
-            prompt, description="prompt", continuous_update=False
-        ),
-        "temperature": slider(temperature, min=0, max=2, step=0.05, description="T"),
-        "top_k": widgets.IntSlider(top_k or 0, min=0, max=100, description="top-k"),
-        "top_p": slider(top_p, min=0.05, max=1, step=0.05, description="top-p"),
-        "min_p": slider(min_p, min=0, max=0.5, step=0.01, description="min-p"),
-        "seed": widgets.IntText(seed, description="seed"),
-        "resample": widgets.Button(description="resample"),
-    }
-    out, text = widgets.Output(), widgets.HTML()
-
-    def render(change=None) -> None:
-        v = {name: c.value for name, c in controls.items() if name != "resample"}
-        text_in, n_new = v["prompt"], continuation_tokens
-        with out:
-            out.clear_output(wait=True)
-            try:
-                config = _config(
-                    v["temperature"], v["top_k"] or None, v["top_p"], v["min_p"] or None
-                )
-                fig = decoding_figure(model, tokenizer, text_in, config, n_tokens)
-                new = sample_continuation(
-                    model, tokenizer, text_in, config, n_new, v["seed"]
-                )
-            except ValueError as err:
-                text.value = ""
-                print(err)
-                return
-            display(fig)
-        text.value = (
-            '<div style="white-space:pre-wrap;font-family:monospace">'
-            f'<span style="color:#666">{html.escape(text_in)}</span>'
-            f"<b>{html.escape(new)}</b></div>"
-        )
-
-    def resample(button) -> None:
-        controls["seed"].value += 1  # re-renders through the observer
-
-    for name, control in controls.items():
-        if name != "resample":
-            control.observe(render, names="value")
-    controls["resample"].on_click(resample)
-    render()
-    buttons = widgets.HBox([controls["seed"], controls["resample"]])
-    sliders = [controls[k] for k in ("temperature", "top_k", "top_p", "min_p")]
-    box = widgets.VBox([controls["prompt"], *sliders, buttons, out, text])
-    box.controls, box.text = controls, text
-    return box
 
 
 # --- the kernel-free view --------------------------------------------------------------
