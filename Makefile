@@ -54,7 +54,7 @@ sandbox:
 		|| echo "bubblewrap not installed: the grading sandbox tests will skip"
 
 # Stage 1 (both cores): unit tests, lab/grading self-tests, every chapter executed
-# exactly once (tests/test_notebooks_execute.py, which leaves the results in the book's
+# exactly once (tests/chapters/test_notebooks_execute.py, which leaves the results in the book's
 # execution cache), and every lab master in solutions/ run by nbval (--nbval-lax: cells
 # marked `# NBVAL_CHECK_OUTPUT` must reprint their stored output, after tests/sanitize.cfg).
 # Stage 2: one book build that reuses that cache (-W: zero warnings), then the

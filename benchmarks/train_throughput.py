@@ -25,7 +25,7 @@ On a machine shared with other work, prefer one thread and the CPU-time ratio: w
 two threads and more runnable processes than cores, each step waits for its
 descheduled thread and the rates swing by 3x from round to round.
 
-Not part of the package: nothing imports it except tests/test_benchmarks.py.
+Not part of the package: nothing imports it except tests/benchmarks/test_benchmarks.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `built_book` builds the whole book once per test session, exactly as `make book` does
 (`-W -n --keep-going`, executing chapters in cache mode), into a temporary folder. It
 shares `_build/.jupyter_cache` with `make book` and with
-tests/test_notebooks_execute.py, which fills that cache; so in `make test`, whose second
+tests/chapters/test_notebooks_execute.py, which fills that cache; so in `make test`, whose second
 stage runs the book tests after the first has executed every notebook, the build only
 renders. Set LLMBOOK_BOOK_HTML=/path/to/_build/html to test an existing build instead.
 
@@ -147,7 +147,7 @@ def browser_context(tmp_path_factory):
 
 # `make test` runs `pytest -n 2 --dist loadscope`: every test module (or test class)
 # goes to one worker as a unit, so module-scoped fixtures, such as a lab graded once,
-# are built by one worker only. tests/test_notebooks_execute.py has one class per
+# are built by one worker only. tests/chapters/test_notebooks_execute.py has one class per
 # chapter, so the chapters execute on both workers at once, and nbval's cells of one
 # lab master (solutions/*.ipynb) stay together in one kernel. (pytest 9 ignores the
 # node-id suffix with which `--dist loadgroup` groups tests: every test became its own

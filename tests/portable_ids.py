@@ -1,7 +1,7 @@
 """What the course's data looks like on THIS interpreter, as JSON on stdout.
 
 Standalone on purpose: it needs only the standard library and ``tokenizers`` (no
-torch, no llmbook import), so tests/test_portability.py can run it under other Python
+torch, no llmbook import), so tests/unit/data/test_portability.py can run it under other Python
 versions (3.10, 3.12 as on Colab, 3.13) in a small virtual environment and compare
 the output with tests/data/course_ids.json, recorded on 3.11::
 

@@ -1,7 +1,7 @@
 """The string-literal spans of every module of the corpus snapshot, as JSON on stdout.
 
 Standalone (standard library only; it loads src/llmbook/responsible/strings.py by
-path), so tests/test_portability.py can run it under other Python versions and
+path), so tests/unit/data/test_portability.py can run it under other Python versions and
 check that Chapter 13's probe labels do not depend on the interpreter::
 
     python tests/portable_labels.py SNAPSHOT STRINGS_PY

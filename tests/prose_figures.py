@@ -2,7 +2,7 @@
 
 A chapter's markdown states measured numbers ("MiniLM puts a relevant chunk first for
 54.1% of the 135 questions"). The chapters are stored without outputs and executed by
-tests/test_notebooks_execute.py; after each run, :func:`unbound_figures` lists every
+tests/chapters/test_notebooks_execute.py; after each run, :func:`unbound_figures` lists every
 figure of the prose (up to the exercises) that no output of that run shows, and the
 test fails on any. So retraining a model, or changing a seed, either leaves the prose
 true or fails the test; the prose stays plain text, readable in Colab as in the book.

@@ -35,7 +35,7 @@ Two conventions of the masters, applied here:
   answers are complete); in the student copy it is wrapped in a `try`/`except` that
   prints one line instead of stopping *Run all* when an answer is still `...` (it
   returns None) or raises, so every `grader.check` cell below it still runs (see
-  `guard_demo`; tests/test_lab_run_all.py checks it on the untouched labs). Tag every
+  `guard_demo`; tests/labs/test_lab_run_all.py checks it on the untouched labs). Tag every
   cell that uses a student's function or class, except the `grader.check` cells.
 
 The output is deterministic: cell ids are derived from the cell contents and the

@@ -2,7 +2,7 @@
 
 Each figure is built from patches, arrows and text only, in one small house style.
 The output is deterministic: a fixed SVG hash salt and no date in the metadata, so
-rerunning the script rewrites byte-identical files (tests/test_figures.py checks that
+rerunning the script rewrites byte-identical files (tests/book/test_figures.py checks that
 the committed SVGs are exactly what this code draws).
 
     python tools/draw_figures.py            # writes book/figures/*.svg

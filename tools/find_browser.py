@@ -10,7 +10,7 @@ with one line on stderr saying why, when none can be had.
     python tools/find_browser.py              # may install (root + apt-get only)
     python tools/find_browser.py --no-install # only look
 
-tests/test_browser.py calls :func:`find_browser` with ``install=False`` and skips when
+tests/book/test_browser.py calls :func:`find_browser` with ``install=False`` and skips when
 it returns None, so ``make test`` can run this script first to install one.
 """
 

@@ -26,7 +26,7 @@ On a CUDA GPU (at most about 8 minutes on one) it runs, with the package's own c
 It writes ``report.json`` and ``report.md`` into ``DIR``. Without a GPU it runs a
 *smoke* mode on the CPU (the ``tiny`` preset, a few steps, small batches; seconds)
 that goes through the same functions, so ``make test`` keeps them working
-(``tests/test_gpu_check.py``); its numbers say nothing about a GPU.
+(``tests/unit/test_gpu_check.py``); its numbers say nothing about a GPU.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def check_ddp(device: torch.device, plan: dict[str, Any]) -> dict:
         extra = ["--device", "cuda"]
     elif not plan.get("ddp_on_cpu"):
         return {"status": "skipped", "reason": "no GPU (two CPU ranks over gloo: "
-                "--ddp-on-cpu, or tests/test_ddp.py)"}  # fmt: skip
+                "--ddp-on-cpu, or tests/unit/train/test_ddp.py)"}  # fmt: skip
     else:
         n, extra = 2, ["--device", "cpu"]  # two CPU ranks over gloo
     args = ["--preset", plan["preset"], "--steps", str(plan["ddp_steps"]),

@@ -6,7 +6,7 @@ template as Jinja source in the tokenizer (``tokenizer.chat_template``) and rend
 with ``apply_chat_template``. Here the same thing is a small dataclass:
 :meth:`ChatTemplate.render` renders in plain Python, and :meth:`ChatTemplate.to_jinja`
 writes the equivalent Jinja, so the two can be checked against ``transformers``
-(``tests/test_apps.py``).
+(``tests/unit/apps/test_apps.py``).
 
 :func:`fit_to_context` keeps a conversation inside a model's context window by
 dropping the oldest turns (the system prompt stays), and :func:`reply` runs one

@@ -3,7 +3,7 @@
 Chapter 1 measures an n-gram language model on the course data. Its validation
 perplexity is recorded here, with everything needed to reproduce it, so that later
 chapters can print "n-gram baseline: ..." next to their own number without retraining.
-``tests/test_ngram.py`` recomputes it with
+``tests/unit/data/test_ngram.py`` recomputes it with
 :func:`ngram_baseline_perplexity`, so the record cannot go stale silently.
 
 The unit is the course tokenizer's token: the perplexity is per BPE token of

@@ -19,7 +19,7 @@ Tie-breaking rule: among pairs with the same count, the pair with the smallest
 (:func:`bytes_to_unicode`) in code-point order, which is how Hugging Face
 ``tokenizers`` numbers its initial alphabet. Merged tokens rank after all bytes, in
 creation order, in both cases. With ``"gpt2"`` this function reproduces the
-``tokenizers`` BPE trainer merge for merge (tested in ``tests/test_bpe.py``).
+``tokenizers`` BPE trainer merge for merge (tested in ``tests/unit/data/test_bpe.py``).
 
 Encoding (:meth:`BPETokenizer.encode`) applies the learned merges to each pre-token
 in order of merge rank (earliest merge first), exactly as GPT-2 does; decoding joins

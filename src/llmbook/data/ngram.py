@@ -4,7 +4,7 @@ Chapter 1 builds an n-gram language model inline and compares it with
 :mod:`nltk.lm`. ``nltk.lm`` is the reference but it is slow: its Kneser-Ney smoothing
 recounts continuation types by scanning every stored n-gram on each query. This module
 counts once, with plain dictionaries, and then scores a token in a few dictionary
-look-ups. ``tests/test_ngram.py`` checks that every probability equals nltk's.
+look-ups. ``tests/unit/data/test_ngram.py`` checks that every probability equals nltk's.
 
 Conventions (the same as ``nltk.lm`` fed with the same n-grams):
 

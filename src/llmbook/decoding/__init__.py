@@ -11,7 +11,7 @@ Modules:
 - ``speculative``: speculative decoding with a draft model;
 - ``masked``: fill-mask with a masked-language model.
 
-Each is checked against ``transformers`` in ``tests/test_decoding.py``.
+Each is checked against ``transformers`` in ``tests/unit/decoding/test_decoding.py``.
 """
 
 from llmbook.decoding.beam import beam_search

@@ -7,7 +7,7 @@ is scored ``sum of log-probs / generated_length ** length_penalty`` and enters a
 list of the ``num_beams`` best finished hypotheses.
 
 The bookkeeping follows ``transformers``' beam search so that the two return the same
-tokens (``tests/test_decoding.py``): ``2 * num_beams`` candidates are ranked per step
+tokens (``tests/unit/decoding/test_decoding.py``): ``2 * num_beams`` candidates are ranked per step
 (so that enough unfinished ones remain); only a candidate ranked among the first
 ``num_beams`` may finish; and with ``early_stopping=False`` the search ends when
 the best running beam, scored at its current length, can no longer beat the worst

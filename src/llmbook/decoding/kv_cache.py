@@ -9,7 +9,7 @@ cached keys and values plus their own.
 
 The attention itself is the model's: :meth:`llmbook.model.GPT.forward` takes the cache
 as ``past_key_values`` (and appends to it in place), so :func:`forward_with_cache` is
-that call; ``tests/test_decoding.py`` checks that the logits equal the uncached
+that call; ``tests/unit/decoding/test_decoding.py`` checks that the logits equal the uncached
 forward pass's and that generation gives the same tokens.
 """
 

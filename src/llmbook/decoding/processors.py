@@ -3,7 +3,7 @@
 Every function takes logits of shape (batch, vocab_size) and returns a new tensor of
 the same shape; removed tokens get ``-inf`` (probability 0 after the softmax). Each
 one computes exactly what the ``transformers`` logits processor of the same name does
-(``tests/test_decoding.py`` checks them against it to 1e-6):
+(``tests/unit/decoding/test_decoding.py`` checks them against it to 1e-6):
 
 =====================  =====================================
 ours                   transformers

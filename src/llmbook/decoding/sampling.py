@@ -6,7 +6,7 @@ and :func:`stream_text` decodes it into text as it arrives. With the same settin
 they pick the same tokens as ``transformers``' ``generate`` on the model exported
 with :func:`llmbook.model.to_hf_gpt2` -- and, when sampling from the global random
 stream (no ``generator``) after the same ``torch.manual_seed``, the same draws
-(``tests/test_decoding.py``).
+(``tests/unit/decoding/test_decoding.py``).
 """
 
 from __future__ import annotations

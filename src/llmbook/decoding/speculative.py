@@ -7,7 +7,7 @@ At the first rejection a replacement is drawn from the leftover distribution
 max(0, p - q) (renormalised) and the round ends; when all ``k`` are accepted, the
 target's distribution after them gives one more token for free. Every token produced
 this way is distributed exactly as if the target had sampled it alone
-(``tests/test_decoding.py`` checks this with a chi-square test), while the target
+(``tests/unit/decoding/test_decoding.py`` checks this with a chi-square test), while the target
 runs once per round instead of once per token.
 
 Greedy decoding (``temperature=0``) is the special case where p and q put all their

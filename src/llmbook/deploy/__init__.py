@@ -13,7 +13,7 @@ Modules:
 - ``server``: a FastAPI service that streams tokens (``create_app``), run in a
   background thread (``Server``), and its HTTP client and load test.
 
-``tests/test_quantize.py`` and ``tests/test_serve.py`` check each against PyTorch
+``tests/unit/deploy/test_quantize.py`` and ``tests/unit/deploy/test_serve.py`` check each against PyTorch
 (``torch.ao`` dynamic quantization, the unbatched decoder) and real HTTP.
 """
 

@@ -5,7 +5,7 @@
 explicit position ids (a left-padded row starts counting at its first real token)
 and an attention mask (no query attends to a pad).
 :func:`batched_greedy` decodes a batch of prompts of different lengths this way,
-with a KV cache; ``tests/test_serve.py`` checks it gives, token for token, what
+with a KV cache; ``tests/unit/deploy/test_serve.py`` checks it gives, token for token, what
 decoding each prompt alone gives.
 
 :func:`simulate` replays a stream of requests against a measured cost per decoding

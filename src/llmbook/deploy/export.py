@@ -6,7 +6,7 @@ fails on it and ``torch.compile`` breaks the graph there. :class:`TracedGPT`
 looks the embeddings up itself and calls the same forward with ``inputs_embeds``,
 which has no id check (validate ids before calling it), so the whole forward pass
 is one graph. :func:`export_onnx` writes it as ONNX with
-dynamic batch and sequence sizes; ``tests/test_serve.py`` runs the file with
+dynamic batch and sequence sizes; ``tests/unit/deploy/test_serve.py`` runs the file with
 onnxruntime and checks the logits equal PyTorch's.
 """
 

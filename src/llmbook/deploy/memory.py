@@ -1,7 +1,7 @@
 """Memory arithmetic for training and serving (Chapter 11, section 1).
 
 How many bytes the weights, gradients, optimizer state, activations and KV cache
-of a decoder-only Transformer take, from its shape alone. ``tests/test_serve.py``
+of a decoder-only Transformer take, from its shape alone. ``tests/unit/deploy/test_serve.py``
 checks the numbers for the course GPT against the sizes of the real tensors (the
 parameters, the gradients and AdamW's state after a step, a ``KVCache``), and the
 parameter counts of the 7B and 70B shapes against their published sizes.

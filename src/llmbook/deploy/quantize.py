@@ -4,7 +4,7 @@ Symmetric (absmax) and asymmetric (zero-point) int8, per tensor or per output
 channel; group-wise int4 with two values packed in a byte; and
 :class:`QuantizedLinear`, an ``nn.Linear`` whose weights are stored as integers. Its
 ``"w8a8"`` path multiplies int8 activations by int8 weights with int32 accumulation
-and scales once at the end; ``tests/test_quantize.py`` checks it equals the
+and scales once at the end; ``tests/unit/deploy/test_quantize.py`` checks it equals the
 dequantize-then-matmul reference, and compares the error with PyTorch's own
 ``torch.ao`` dynamic quantization.
 

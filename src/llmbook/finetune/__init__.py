@@ -10,7 +10,7 @@ Modules::
     sft            LoRA instruction tuning: lora_tune, the course-gpt-sft recipe
 
 The three parameter-efficient methods are built from scratch and checked against
-``peft`` on the same models and initial values (``tests/test_finetune.py``).
+``peft`` on the same models and initial values (``tests/unit/finetune/test_finetune.py``).
 """
 
 from llmbook.finetune.dpo import dpo_loss, preference_margin, sequence_log_prob

@@ -13,7 +13,7 @@ far the policy may move from the reference: the implicit reward of an answer is
 ``beta * (pi - ref)``, and the loss is the logistic loss of the chosen answer's reward
 beating the rejected one's.
 
-``tests/test_dpo.py`` checks hand-computed cases, the gradient's direction and size,
+``tests/unit/finetune/test_dpo.py`` checks hand-computed cases, the gradient's direction and size,
 and that only answer tokens count in :func:`sequence_log_prob`.
 """
 

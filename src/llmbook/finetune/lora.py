@@ -11,7 +11,7 @@ starts like ``nn.Linear``'s own weight (Kaiming-uniform with ``a = sqrt(5)``), a
 folds the update into W (``W += (alpha / r) B A``) so inference costs nothing extra;
 :meth:`LoRALinear.unmerge` takes it out again.
 
-``tests/test_finetune.py`` checks this module against ``peft.get_peft_model`` with a
+``tests/unit/finetune/test_finetune.py`` checks this module against ``peft.get_peft_model`` with a
 ``LoraConfig`` on the course GPT: same outputs, same number of trainable parameters.
 """
 

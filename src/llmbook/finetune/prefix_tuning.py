@@ -19,7 +19,7 @@ Optionally (``projection_dim``) the prefix is reparameterised as in the paper: a
 stably; after training the MLP can be thrown away, keeping only its output.
 
 Conventions (the same as ``peft``'s ``PeftModelForCausalLM`` with a
-``PrefixTuningConfig``, which ``tests/test_finetune.py`` checks within 1e-5):
+``PrefixTuningConfig``, which ``tests/unit/finetune/test_finetune.py`` checks within 1e-5):
 
 * the prefix occupies positions ``0 .. n_prefix - 1``, so the real tokens get the
   position embeddings of ``n_prefix .. n_prefix + seq - 1`` (as in a cache), and

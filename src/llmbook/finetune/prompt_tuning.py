@@ -6,7 +6,7 @@ d_model placed in front of the token embeddings, as if the input began with
 ``n_virtual * d_model`` numbers train.
 
 Conventions (the same as ``peft``'s ``PeftModelForCausalLM`` with a
-``PromptTuningConfig``, which ``tests/test_finetune.py`` checks within 1e-5):
+``PromptTuningConfig``, which ``tests/unit/finetune/test_finetune.py`` checks within 1e-5):
 
 * the virtual tokens take positions ``0 .. n_virtual - 1`` (they get the position
   embeddings of those positions added, like any token); the real tokens follow, so

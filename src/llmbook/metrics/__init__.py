@@ -13,7 +13,7 @@ Modules::
     contamination      n-gram overlap between evaluation items and training text
 
 Every metric is checked against its reference library on random inputs in
-``tests/test_metrics.py``. Everything public is re-exported here:
+``tests/unit/metrics/test_metrics.py``. Everything public is re-exported here:
 ``from llmbook.metrics import corpus_bleu``.
 """
 

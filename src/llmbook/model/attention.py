@@ -1,7 +1,7 @@
 """Attention, built from scratch (Chapter 3).
 
 Every function here is the package copy of code that Chapter 3 writes inline; the
-chapter's tests check the two agree, and ``tests/test_attention.py`` checks this file
+chapter's tests check the two agree, and ``tests/unit/model/test_attention.py`` checks this file
 against ``torch.nn.functional.scaled_dot_product_attention`` and
 ``torch.nn.MultiheadAttention``.
 

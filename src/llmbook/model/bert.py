@@ -8,7 +8,7 @@ the training code).
 
 How ``MaskedLM`` maps onto Hugging Face's ``BertForMaskedLM``
 (:func:`llmbook.model.hf.to_hf_bert` copies one into the other; the logits agree
-within 1e-5, ``tests/test_bert.py``)::
+within 1e-5, ``tests/unit/model/test_bert.py``)::
 
     ours                          BertForMaskedLM
     tok_emb                       bert.embeddings.word_embeddings

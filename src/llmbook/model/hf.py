@@ -9,8 +9,8 @@ Exporting, here: ``to_hf_gpt2`` (our ``GPT`` -> ``GPT2LMHeadModel``), ``to_hf_be
 tokenizer with the course's special tokens) and ``save_hf`` (model + tokenizer -> a
 directory that ``transformers`` and its pipelines read natively, offline);
 :func:`llmbook.model.pretrained.export_hf` does the same for a model saved by
-``save_pretrained``. Logits agree within 1e-5 (``tests/test_hf_export.py``,
-``tests/test_bert.py``).
+``save_pretrained``. Logits agree within 1e-5 (``tests/unit/model/test_hf_export.py``,
+``tests/unit/model/test_bert.py``).
 
 ``transformers`` is imported inside the export functions, so importing the model
 package does not pay for it.
@@ -68,7 +68,7 @@ def _copy_norm_out(theirs: nn.LayerNorm, ours: LayerNorm) -> None:
 
 def to_hf_gpt2(model: GPT) -> GPT2LMHeadModel:
     """A Hugging Face ``GPT2LMHeadModel`` (on the CPU, eval mode) computing the same
-    logits as ``model`` (within float32 rounding; ``tests/test_hf_export.py``).
+    logits as ``model`` (within float32 rounding; ``tests/unit/model/test_hf_export.py``).
 
     The inverse of :func:`load_hf_gpt2_weights`: each ``nn.Linear`` weight (out, in)
     is transposed into a ``Conv1D`` (in, out), W^Q, W^K, W^V are stacked into
@@ -123,7 +123,7 @@ def to_hf_gpt2(model: GPT) -> GPT2LMHeadModel:
 
 def to_hf_bert(model: MaskedLM) -> BertForMaskedLM:
     """A Hugging Face ``BertForMaskedLM`` (on the CPU, eval mode) computing the same
-    logits as our ``MaskedLM`` (within float32 rounding; ``tests/test_bert.py``).
+    logits as our ``MaskedLM`` (within float32 rounding; ``tests/unit/model/test_bert.py``).
 
     BERT's segment embeddings get one row (``type_vocab_size=1``) of zeros, so every
     token adds nothing for its segment; the rest maps one to one (the table in

@@ -2,7 +2,7 @@
 
 ``LayerNorm``, the position-wise ``FeedForward`` network, the fixed sinusoidal
 position table and rotary position embeddings (``apply_rope``). Tested against
-``torch.nn.LayerNorm`` and independent implementations in ``tests/test_layers.py``.
+``torch.nn.LayerNorm`` and independent implementations in ``tests/unit/model/test_layers.py``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class LayerNorm(nn.Module):
             )
         # Chapter 4 writes the formula out (mean, biased variance, normalise, scale,
         # shift); here PyTorch's fused kernel computes the same thing in one pass
-        # (tests/test_layers.py checks both agree), which makes a training step on
+        # (tests/unit/model/test_layers.py checks both agree), which makes a training step on
         # the CPU markedly faster than the six separate element-wise operations.
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 

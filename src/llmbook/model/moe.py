@@ -16,7 +16,7 @@ mixed with the router's renormalised probabilities (the *gates*). Here:
 - ``moe_gpt``: the course GPT with every block's FFN swapped for an MoE layer, and
   ``moe_aux_loss`` / ``moe_counts`` to train and measure it.
 
-``tests/test_moe.py`` checks the layer against ``transformers``'
+``tests/unit/model/test_moe.py`` checks the layer against ``transformers``'
 ``MixtralSparseMoeBlock`` and the losses and capacity rule against its Switch
 Transformers code.
 """

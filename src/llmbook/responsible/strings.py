@@ -9,7 +9,7 @@ inside (and 3.14 adds t-strings, ``TSTRING_START`` ... ``TSTRING_END``). Labelli
 :func:`string_spans` merges each such run back into one literal, which is what the
 3.11 tokenizer returned, so the spans are the same on Python 3.10 to 3.14.
 
-Standard library only (no torch, no llmbook import): tests/test_portability.py runs
+Standard library only (no torch, no llmbook import): tests/unit/data/test_portability.py runs
 this file under other interpreters.
 """
 

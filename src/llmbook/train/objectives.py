@@ -2,8 +2,8 @@
 
 What a language model is trained to predict, and the loss that measures it. Every
 function here is the package copy of code that Chapter 5 writes inline;
-``tests/test_chapter05_objectives.py`` checks the two agree, and
-``tests/test_objectives.py`` checks this file against ``torch.nn.functional``,
+``tests/chapters/test_chapter05_objectives.py`` checks the two agree, and
+``tests/unit/train/test_objectives.py`` checks this file against ``torch.nn.functional``,
 Hugging Face's ``GPT2LMHeadModel`` (its built-in loss) and
 ``DataCollatorForLanguageModeling``.
 

@@ -1,7 +1,7 @@
 """Optimisers and the rest of the training recipe, built from scratch (Chapter 5).
 
 Chapter 5 writes Adam inline; this file is the package copy, and
-``tests/test_chapter05_optim.py`` checks that the two agree. ``tests/test_optim.py``
+``tests/chapters/test_chapter05_optim.py`` checks that the two agree. ``tests/unit/train/test_optim.py``
 checks every optimiser here step by step against ``torch.optim`` and the clipping
 against ``torch.nn.utils.clip_grad_norm_``. The learning-rate schedule is
 :mod:`llmbook.train.schedule`.

@@ -2,7 +2,7 @@
 ``cosine_schedule`` (linear warm-up, then cosine decay) and ``cosine_lambda`` (the same
 as a multiplier for ``torch.optim.lr_scheduler.LambdaLR``).
 
-``tests/test_optim.py`` checks the schedule against
+``tests/unit/train/test_optim.py`` checks the schedule against
 ``transformers.get_cosine_schedule_with_warmup``.
 """
 

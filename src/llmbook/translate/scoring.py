@@ -23,7 +23,7 @@ from llmbook.metrics.statistics import bootstrap_ci
 # ranges. Its table writes two ranges with five hex digits in a \u escape
 # ("\u20000", "\u2f800"), which Python reads as one character plus a digit; the
 # effective ranges are therefore U+2001-U+2A6D and U+2F81-U+2FA1, kept here so the
-# scores stay equal to sacrebleu's (tests/test_translation.py checks every code point).
+# scores stay equal to sacrebleu's (tests/unit/translate/test_translation.py checks every code point).
 _ZH_RANGES = (
     (0x3400, 0x4DB5), (0x4E00, 0x9FA5), (0x9FA6, 0x9FBB), (0xF900, 0xFA2D),
     (0xFA30, 0xFA6A), (0xFA70, 0xFAD9), (0x2001, 0x2A6D), (0x2F81, 0x2FA1),
