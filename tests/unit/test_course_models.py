@@ -94,9 +94,10 @@ def test_draft_is_a_small_gpt_with_the_course_tokenizer(data):
 
 
 def test_instruction_tuned_gpt_reproduces_its_recorded_perplexity():
-    """course-gpt-sft (Chapter 7's LoRA instruction tuning, merged; scored in Chapter
-    8): the course tokenizer, and the perplexity recorded for it on the first 30
-    validation documents, which is above the base model's there (forgetting)."""
+    """course-gpt-sft (Chapter 7's LoRA instruction tuning, merged, by ``python -m
+    llmbook.finetune.sft``; scored in Chapter 8): the course tokenizer, and the
+    perplexities recorded for it and its base on the first 30 validation documents,
+    the tuned one above the base's (forgetting)."""
     from llmbook.data import course_splits
     from llmbook.train import evaluate_perplexity
 
@@ -106,13 +107,15 @@ def test_instruction_tuned_gpt_reproduces_its_recorded_perplexity():
         tokenizer_path("course-gpt").read_bytes()
     )
     results = pretrained_metadata("course-gpt-sft")["results"]
-    assert "07_finetuning" in results["made_by"]
+    assert results["made_by"].startswith("python -m llmbook.finetune.sft")
     tokenizer = load_tokenizer("course-gpt-sft")
     docs = [tokenizer.encode(doc) for doc in course_splits().val[:30]]
     eos = tokenizer.eos_token_id
     ppl = evaluate_perplexity(sft, docs, eos)
     assert ppl == pytest.approx(results["val_perplexity_30_docs"], rel=1e-4)
-    assert ppl > evaluate_perplexity(base, docs, eos)
+    base_ppl = evaluate_perplexity(base, docs, eos)
+    assert base_ppl == pytest.approx(results["base_val_perplexity_30_docs"], rel=1e-4)
+    assert ppl > base_ppl
 
 
 # --- the masked LM -------------------------------------------------------------------

@@ -36,7 +36,8 @@ def test_listing_and_dry_run(capsys):
 
 def test_commands_match_what_the_artifacts_record():
     gpt = pretrained_metadata("course-gpt")["results"]
-    assert gpt["preset"] == "cpu" and "autocast" not in gpt  # trained in fp32
+    assert gpt["preset"] == "cpu" and gpt["autocast"] == "bfloat16"
+    assert "--fp32" not in recipes.RECIPES["course-gpt"].argv
     draft = pretrained_metadata("course-gpt-draft")["results"]
     assert draft["preset"] == "draft" and draft["threads"] == 1
     argv = recipes.RECIPES["course-gpt-draft"].argv
@@ -49,6 +50,9 @@ def test_commands_match_what_the_artifacts_record():
         assert recorded[recorded.index(flag) + 1] == ours[ours.index(flag) + 1]
     study = json.loads((WEIGHTS_DIR / "moe-study" / "results.json").read_text())
     assert study["command"].startswith("python -m llmbook.moe_study")
+    sft = pretrained_metadata("course-gpt-sft")["results"]
+    assert sft["made_by"].startswith("python -m llmbook.finetune.sft")
+    assert recipes.RECIPES["course-gpt-sft"].module == "llmbook.finetune.sft"
     reader = pretrained_metadata("course-gpt-rag")["results"]
     assert reader["made_by"].startswith("python -m llmbook.apps.rag --train-reader")
     assert reader["torch_threads"] == 1

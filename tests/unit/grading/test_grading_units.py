@@ -452,7 +452,7 @@ def test_the_build_refuses_a_test_that_would_run_whole(monkeypatch):
     def unsliceable(*args, **kwargs):
         raise ValueError("no slice for this test")
 
-    monkeypatch.setattr(probes, "plan_test", unsliceable)
+    monkeypatch.setattr(slicing, "plan_test", unsliceable)
     bundle = SimpleNamespace(
         lab="lab99_draws",
         tests={"q1": [test]},

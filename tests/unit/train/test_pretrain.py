@@ -279,8 +279,7 @@ def test_shipped_course_gpt_beats_the_ngram_and_evaluate_says_so(capsys):
     assert out["perplexity"] == pytest.approx(results["val_perplexity"], rel=1e-4)
     assert out["baseline"] == pytest.approx(NGRAM_BASELINE["perplexity"], rel=1e-9)
     assert out["tokens"] == course_data().val_predictions
-    # The course's target is 0.70; the shipped run (4,000 steps) reaches 0.72.
-    assert out["perplexity"] <= 0.75 * out["baseline"]
+    assert out["perplexity"] <= 0.70 * out["baseline"]  # the course's target
     weights = WEIGHTS_DIR / "course-gpt" / "model.safetensors"
     assert weights.stat().st_size < 10 * 2**20
 

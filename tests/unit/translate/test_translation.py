@@ -507,3 +507,22 @@ def test_alignment_maps_figure_and_explorer():
     box.controls["layer"].value = 1
     assert explorer.last_maps["src_tokens"] == maps["src_tokens"]
     assert box.controls["head"].options[0] == ("mean", -1)
+
+
+def test_a_short_training_run_learns_and_repeats_bit_for_bit(tmp_path):
+    """``train_mt`` steps through the package's one training step: a tiny model's
+    training loss falls within 40 steps, and the same config and seed give the same
+    weights twice."""
+    from llmbook.translate.model import MTConfig
+    from llmbook.translate.training import train_mt
+
+    config = MTConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, batch_size=16,
+                      max_steps=40, warmup_steps=4, src_vocab_size=500, lr=3e-3)  # fmt: skip
+    runs = [train_mt(config, log_every=10, val_every=40, bf16=False) for _ in range(2)]
+    (model, _, _, history), (again, _, _, _) = runs
+    assert history["step"] == [10, 20, 30, 40] and history["val_step"] == [40]
+    assert history["train_loss"][-1] < history["train_loss"][0] - 0.5
+    for a, b in zip(
+        model.state_dict().values(), again.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
