@@ -201,14 +201,17 @@ def test_save_and_load_a_masked_lm(tmp_path):
 def test_rag_reader_evaluate_line_meets_its_target(capsys):
     """``python -m llmbook.apps.rag --evaluate`` on every held-out question: retrieval
     adds at least 10 chrF to the reader's closed-book answers, the 95% paired interval
-    of the gain is above 0, on at least 100 questions; the numbers are the ones its
-    training run recorded (within 0.5 chrF: greedy decoding may flip a token when the
-    thread count changes the order of sums)."""
+    of the gain is above 0, on at least 100 questions, for both question types (what a
+    definition does; which module defines it, where the first-sentence rule fails);
+    the numbers are the ones its training run recorded (within 0.5 chrF: greedy
+    decoding may flip a token when the thread count changes the order of sums)."""
     from llmbook.apps import rag
 
     ev = rag.main(["--evaluate"])
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    line = lines[-1]
     assert line == ev.line()
+    assert lines[-2] == ev.modules.line("rag module questions")
     a, b = ev.chrf["closed book"], ev.chrf["retrieval"]
     assert b - a >= 10 and ev.gain.low > 0 and len(ev.references) >= 100
     assert ev.chrf["oracle passage"] >= b  # a relevant passage is the best case
@@ -218,3 +221,11 @@ def test_rag_reader_evaluate_line_meets_its_target(capsys):
     assert line.startswith("rag closed-book chrF ") and line.endswith(
         f"; {len(ev.references)} questions"
     )
+    # the question whose answer is not a first sentence: the module, in the title
+    modules = ev.modules
+    a, b = modules.chrf["closed book"], modules.chrf["retrieval"]
+    assert b - a >= 10 and modules.gain.low > 0 and len(modules.references) >= 100
+    assert modules.chrf["extractive"] < a  # the first-sentence rule has no answer
+    recorded = pretrained_metadata(rag.READER)["results"]["module_chrf"]
+    for system, value in modules.chrf.items():
+        assert value == pytest.approx(recorded[system], abs=0.5), system

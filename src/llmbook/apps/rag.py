@@ -8,14 +8,18 @@ prompt is only more text to continue; the *reader* ``course-gpt-rag`` is that mo
 LoRA-tuned on the training split's questions with a passage in front of most of
 them (:class:`ReaderConfig`): the definition's own chunk for 60% (copy from it), a
 random chunk for 20% (ignore it) and none for 20% (answer closed book), with Chapter
-7's answer-only loss. Commands::
+7's answer-only loss; 30% of them are asked "Which module defines `name`?" instead,
+whose answer (the module) a passage holds in its title, not in its first sentence.
+Commands::
 
     python -m llmbook.apps.rag --out DIR                 embed the chunks (docs-index)
     python -m llmbook.apps.rag --train-reader --out DIR  tune the reader (course-gpt-rag)
     python -m llmbook.apps.rag --evaluate                score the shipped reader
 
 ``--evaluate`` answers every held-out question (Chapter 7's held-out definitions that
-have a relevant chunk) four ways and ends with one line::
+have a relevant chunk) four ways, first asked for the module (a line that starts
+``rag module questions``, the same fields), then asked what it does, and ends with
+one line::
 
     rag closed-book chrF A, with retrieval B, oracle passage C, extractive D; B-A L..H; N questions
 
@@ -24,7 +28,9 @@ chunk (retrieval cannot fail); D: no generator, the first sentence of the top ch
 L..H is the 95% paired bootstrap interval of B - A over the questions' sentence chrF.
 The references are the first sentence of each definition's docstring, and a chunk
 starts with that sentence after its title, so D equals the reference whenever
-retrieval is right: D measures the retriever, not answering.
+retrieval is right: D measures the retriever, not answering. For the module
+questions the same D answers with a sentence, so it shows what the rule is worth
+on a question it was not made for.
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ __all__ = [
     "relevant_key",
     "held_out_questions",
     "reader_examples",
+    "module_question",
+    "module_of",
+    "module_questions",
     "train_reader",
     "answer",
     "RagEvaluation",
@@ -106,6 +115,43 @@ def held_out_questions(chunks: Sequence[str]) -> list[tuple[str, str, set[int]]]
     return _with_chunk(instruction_pairs()[1], chunks)
 
 
+def module_question(name: str) -> str:
+    """The second question type: its answer is a module's name, which a passage
+    holds in its title (``module.Class.name: ...``), not in its first sentence."""
+    return f"Which module defines `{name}`?\n"
+
+
+def module_of(chunk: str) -> str | None:
+    """The module a chunk of API documentation belongs to: the longest proper prefix
+    of its title (``email.message.Message.set_type`` -> ``email.message``) that is a
+    module of the corpus; None for a chunk of the language reference."""
+    from llmbook.data.corpus import STDLIB_MODULES
+
+    parts = chunk.split(": ", 1)[0].split(".")
+    for n in range(len(parts) - 1, 0, -1):
+        if ".".join(parts[:n]) in STDLIB_MODULES:
+            return ".".join(parts[:n])
+    return None
+
+
+def module_questions(
+    questions: Sequence[tuple[str, str, set[int]]], chunks: Sequence[str]
+) -> list[tuple[str, str, set[int]]]:
+    """(name, module, relevant ids) for the `questions` that have a relevant chunk
+    titled with the definition itself (``module.name`` or ``module.Class.name``; a
+    chunk can be relevant through a docstring another definition shares); relevant:
+    those chunks."""
+    out = []
+    for name, _, relevant in questions:
+        own = {i for i in relevant if chunks[i].split(": ", 1)[0].endswith("." + name)}
+        module = module_of(chunks[min(own)]) if own else None
+        if module is not None:
+            out.append(
+                (name, module, {i for i in own if module_of(chunks[i]) == module})
+            )
+    return out
+
+
 @dataclass(frozen=True)
 class ReaderConfig(SFTConfig):
     """How ``course-gpt-rag`` is tuned from ``course-gpt-sft``: a longer LoRA run of
@@ -121,6 +167,7 @@ class ReaderConfig(SFTConfig):
     max_tokens: int = 128
     gold_share: float = 0.6  # the definition's own chunk: learn to copy
     random_share: float = 0.2  # a random chunk: learn to ignore it; the rest: none
+    module_share: float = 0.3  # asked "Which module defines ...?" instead
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,6 +176,8 @@ class ReaderConfig(SFTConfig):
                 f"gold_share + random_share must be in [0, 1], got "
                 f"{self.gold_share} + {self.random_share}"
             )
+        if not 0 <= self.module_share <= 1:
+            raise ValueError(f"module_share must be in [0, 1], got {self.module_share}")
 
 
 def reader_examples(
@@ -138,7 +187,9 @@ def reader_examples(
     pairs: Sequence[tuple[str, str]] | None = None,
 ) -> list[tuple[str, str]]:
     """(prompt, answer) training examples from the *training* pairs (Chapter 7's
-    split), each with its gold chunk, a random chunk or no passage (see the config)."""
+    split), each with its gold chunk, a random chunk or no passage, and for
+    ``module_share`` of those whose gold chunk names a module the module question
+    with the module as the answer (see the config)."""
     rng = random.Random(config.seed)
     pairs = instruction_pairs()[0] if pairs is None else pairs
     examples = []
@@ -150,9 +201,13 @@ def reader_examples(
             passages = [chunks[rng.randrange(len(chunks))]]
         else:
             passages = []
-        examples.append(
-            (rag_prompt(question(name), passages, encode, PROMPT_TOKENS), ref)
-        )
+        ask, answer_text = question(name), ref
+        own = module_questions([(name, ref, relevant)], chunks)
+        if rng.random() < config.module_share and own:
+            ask, answer_text = module_question(name), own[0][1]
+            if u < config.gold_share:  # the chunk that names the definition
+                passages = [chunks[min(own[0][2])]]
+        examples.append((rag_prompt(ask, passages, encode, PROMPT_TOKENS), answer_text))
     return examples
 
 
@@ -181,6 +236,8 @@ def train_reader(
                 round(sum(losses[-50:]) / len(losses[-50:]), 4),
             ],
             "evaluate_line": ev.line(),
+            "module_line": ev.modules.line("rag module questions"),
+            "module_chrf": {k: round(v, 4) for k, v in ev.modules.chrf.items()},
             "chrf": {k: round(v, 4) for k, v in ev.chrf.items()},
         }
     }
@@ -210,12 +267,13 @@ class RagEvaluation:
     chrf: dict[str, float] = field(default_factory=dict)
     per_question: dict[str, list[float]] = field(default_factory=dict)
     gain: PairedResult | None = None  # retrieval minus closed book, per-question chrF
+    modules: RagEvaluation | None = None  # the module questions (evaluate_reader)
 
-    def line(self) -> str:
+    def line(self, label: str = "rag") -> str:
         """The evaluation's one-line summary (``--evaluate`` prints it)."""
         c, g = self.chrf, self.gain
         return (
-            f"rag closed-book chrF {c['closed book']:.1f}, with retrieval "
+            f"{label} closed-book chrF {c['closed book']:.1f}, with retrieval "
             f"{c['retrieval']:.1f}, oracle passage {c['oracle passage']:.1f}, "
             f"extractive {c['extractive']:.1f}; B-A {g.low:.1f}..{g.high:.1f}; "
             f"{len(self.references)} questions"
@@ -232,9 +290,12 @@ def evaluate(
     questions: Sequence[tuple[str, str, set[int]]],
     top_chunk: Sequence[int],
     progress: bool = True,
+    ask: Callable[[str], str] = question,
 ) -> RagEvaluation:
     """Answer every question four ways (see the module docstring) and score them
-    against the references with chrF (corpus and per question)."""
+    against the references with chrF (corpus and per question). `ask` turns a name
+    into the question (:func:`question`, or :func:`module_question` for the module
+    questions of :func:`module_questions`)."""
     from tqdm.auto import tqdm
 
     if len(top_chunk) != len(questions):
@@ -245,7 +306,7 @@ def evaluate(
     for (name, _, relevant), top in zip(
         tqdm(questions, desc="answering", disable=not progress), top_chunk, strict=True
     ):
-        q, retrieved, gold = question(name), chunks[top], chunks[min(relevant)]
+        q, retrieved, gold = ask(name), chunks[top], chunks[min(relevant)]
         answers["closed book"].append(answer(reader, tokenizer, q))
         prompt = rag_prompt(q, [retrieved], tokenizer.encode, PROMPT_TOKENS)
         answers["retrieval"].append(answer(reader, tokenizer, prompt))
@@ -269,19 +330,26 @@ def evaluate_reader(
     reader: nn.Module | None = None, progress: bool = True
 ) -> RagEvaluation:
     """:func:`evaluate` on all held-out questions with the shipped index and MiniLM's
-    top chunk; `reader` defaults to the shipped one (:data:`READER`)."""
+    top chunk for each question as asked, first the module questions (kept in the
+    result's ``modules``), then the questions about what a definition does; `reader`
+    defaults to the shipped one (:data:`READER`)."""
     from llmbook.model.encoders import embed, load_minilm
 
     chunks = [c for _, c in course_chunks()]
     questions = held_out_questions(chunks)
+    modules = module_questions(questions, chunks)
     minilm_tokenizer, minilm = load_minilm()
-    texts = [question(n).strip() for n, _, _ in questions]
-    queries = embed(texts, minilm_tokenizer, minilm).cpu()
-    _, ranked = exact_search(queries, load_index(chunks), k=1)
+    index = load_index(chunks)
     reader = from_pretrained(READER) if reader is None else reader.eval()
     tokenizer = load_tokenizer("course-gpt-sft")
-    top = ranked[:, 0].tolist()
-    return evaluate(reader, tokenizer, chunks, questions, top, progress)
+    results = []
+    for asked, ask in ((modules, module_question), (questions, question)):
+        queries = embed([ask(n).strip() for n, _, _ in asked], minilm_tokenizer, minilm)
+        _, ranked = exact_search(queries.cpu(), index, k=1)
+        top = ranked[:, 0].tolist()
+        results.append(evaluate(reader, tokenizer, chunks, asked, top, progress, ask))
+    results[1].modules = results[0]
+    return results[1]
 
 
 def main(argv: Sequence[str] | None = None) -> Path | RagEvaluation:
@@ -308,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> Path | RagEvaluation:
         torch.set_num_threads(args.threads)
     if args.evaluate:
         ev = evaluate_reader()
+        print(ev.modules.line("rag module questions"))
         print(ev.line())
         return ev
     if args.out is None:

@@ -8,6 +8,7 @@
 The shipped reader's line and its target are checked in ``tests/unit/test_course_models.py``.
 """
 
+import dataclasses
 import random
 import re
 
@@ -17,6 +18,7 @@ from helpers import random_gpt
 
 from llmbook.apps import rag
 from llmbook.apps.retrieval import first_sentence, instruction_pairs
+from llmbook.data.corpus import STDLIB_MODULES
 from llmbook.metrics import corpus_chrf
 from llmbook.model import GPT, load_tokenizer
 
@@ -46,24 +48,52 @@ def test_reader_examples_mix_sources_and_fit(chunks, pairs, tokenizer):
     train_names = {n for n, _ in pairs[0]}
     held_names = {n for n, _ in pairs[1]}
     kinds = {"gold": 0, "random": 0, "none": 0}
+    modules = []
     for prompt, ref in examples:
-        name = re.search(r"What does `([^`]+)` do\?\n$", prompt).group(1)
+        asked = re.search(
+            r"(What does|Which module defines) `([^`]+)`( do)?\?\n$", prompt
+        )
+        name = asked.group(2)
         assert name in train_names and name not in held_names
         assert len(tokenizer.encode(prompt)) <= rag.PROMPT_TOKENS == 128 - rag.MAX_NEW
+        if asked.group(1) == "Which module defines":
+            # the answer is the module, which the gold chunk's title holds
+            assert ref in STDLIB_MODULES
+            modules.append(prompt == rag.module_question(name))
+            continue
         if prompt == rag.question(name):
             kinds["none"] += 1
         elif rag.relevant_key(ref) in " ".join(prompt.split()):
             kinds["gold"] += 1
         else:
             kinds["random"] += 1
-    n = len(examples)
+    n, asked_what = len(examples), sum(kinds.values())
     assert n > 1000
-    assert kinds["gold"] / n == pytest.approx(0.6, abs=0.04)
-    assert kinds["none"] / n == pytest.approx(0.2, abs=0.04)
-    assert kinds["random"] / n == pytest.approx(0.2, abs=0.04)
+    assert len(modules) / n == pytest.approx(0.3, abs=0.04)
+    assert sum(modules) / len(modules) == pytest.approx(0.2, abs=0.06)  # no passage
+    assert kinds["gold"] / asked_what == pytest.approx(0.6, abs=0.04)
+    assert kinds["none"] / asked_what == pytest.approx(0.2, abs=0.04)
+    assert kinds["random"] / asked_what == pytest.approx(0.2, abs=0.04)
     assert rag.reader_examples(chunks, tokenizer.encode, config, pairs[0]) == examples
     with pytest.raises(ValueError, match="gold_share"):
         rag.ReaderConfig(gold_share=0.9, random_share=0.2)
+    with pytest.raises(ValueError, match="module_share"):
+        rag.ReaderConfig(module_share=1.5)
+
+
+def test_module_questions_read_the_module_from_the_title(chunks):
+    assert rag.module_of("email.message.Message.set_type: quoting as is.") == (
+        "email.message"
+    )
+    assert rag.module_of("abc.abstractmethod: A decorator.") == "abc"
+    assert rag.module_of("assert: The assert statement.") is None  # a topic chunk
+    questions = rag.held_out_questions(chunks)
+    asked = rag.module_questions(questions, chunks)
+    assert 0.9 * len(questions) <= len(asked) <= len(questions)
+    for name, module, relevant in asked:
+        assert relevant and all(rag.module_of(chunks[i]) == module for i in relevant)
+        title = chunks[min(relevant)].split(": ", 1)[0]
+        assert title.startswith(module + ".") and title.endswith("." + name)
 
 
 def test_evaluate_answers_four_ways_and_prints_the_line(chunks, pairs, tokenizer):
@@ -105,6 +135,7 @@ def test_a_short_tuning_run_writes_a_loadable_reader(tmp_path, monkeypatch):
         ev = rag.RagEvaluation(["a"], {s: ["a"] for s in rag.SYSTEMS})
         ev.chrf = dict.fromkeys(rag.SYSTEMS, 100.0)
         ev.gain = rag.PairedResult(0.0, 0.0, 0.0, 1.0)
+        ev.modules = dataclasses.replace(ev)
         return ev
 
     monkeypatch.setattr(rag, "evaluate_reader", no_evaluation)
@@ -121,3 +152,4 @@ def test_a_short_tuning_run_writes_a_loadable_reader(tmp_path, monkeypatch):
     results = pretrained_metadata(out)["results"]
     assert results["reader_config"]["steps"] == 3
     assert results["evaluate_line"].startswith("rag closed-book chrF 100.0")
+    assert results["module_line"].startswith("rag module questions closed-book chrF")
