@@ -146,12 +146,12 @@ def lora_tune(
         lr=config.lr,
         weight_decay=config.weight_decay,
     )
-    rng = random.Random(config.seed)
+    rng, examples = random.Random(config.seed), list(examples)
     length = min(config.max_tokens, model.config.context_length)
     start, losses = time.perf_counter(), []
     for step in tqdm(range(config.steps), desc=desc, disable=not progress):
         batch = answer_batch(
-            rng.sample(list(examples), config.batch_size),
+            rng.sample(examples, config.batch_size),
             tokenizer.encode, tokenizer.eos_token_id, length,
         )  # fmt: skip
         lr = cosine_schedule(

@@ -16,7 +16,8 @@ from dataclasses import fields
 
 import torch
 
-from llmbook.translate.model import MTConfig, bf16_supported
+from llmbook.train.step import cpu_has_bf16
+from llmbook.translate.model import MTConfig
 from llmbook.translate.scoring import (
     evaluate_mt,
     sample_sources,
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     t0 = time.time()
     model, src_tok, vocab, history = train_mt(config, args.log, checkpoint=args.out)
     meta = {"history": history, "train_seconds": round(time.time() - t0),
-            "threads": torch.get_num_threads(), "bf16_autocast": bf16_supported(),
+            "threads": torch.get_num_threads(), "bf16_autocast": cpu_has_bf16(),
             "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
             "n_params": sum(p.numel() for p in model.parameters()),
             "command": "python -m llmbook.translate " + " ".join(sys.argv[1:] if argv

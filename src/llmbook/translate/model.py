@@ -48,16 +48,6 @@ class MTConfig:
     seed: int = 0
 
 
-def bf16_supported() -> bool:
-    """Does this CPU compute in bfloat16 natively (``avx512_bf16`` or AMX)? Read from
-    ``/proc/cpuinfo``; False where that file does not exist (not Linux)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 # --- tokenisers ------------------------------------------------------------------
 
 

@@ -17,12 +17,11 @@ from llmbook.data.parallel import CharVocab, load_parallel
 from llmbook.model.pretrained import WEIGHTS_DIR
 from llmbook.train.optim import param_groups_for_weight_decay
 from llmbook.train.schedule import cosine_schedule
-from llmbook.train.step import train_step
+from llmbook.train.step import cpu_has_bf16, train_step
 from llmbook.translate.model import (
     MTConfig,
     SourceTokenizer,
     ZhBPE,
-    bf16_supported,
     build_model,
     encode_batch,
     mt_loss,
@@ -75,7 +74,7 @@ def train_mt(config: MTConfig, log_path: str | Path | None = None,
     Returns (model in eval mode, source tokenizer, target vocabulary, history)."""
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    bf16 = bf16_supported() if bf16 is None else bf16
+    bf16 = cpu_has_bf16() if bf16 is None else bf16
     train_pairs = load_parallel("train")
     val = [(p.en, p.zh) for p in load_parallel("val")][:512]
     src_tok, vocab = build_tokenizers(config, train_pairs)
