@@ -7,6 +7,9 @@ tests/chapters/test_notebooks_execute.py, which fills that cache; so in `make te
 stage runs the book tests after the first has executed every notebook, the build only
 renders. Set LLMBOOK_BOOK_HTML=/path/to/_build/html to test an existing build instead.
 
+`lab_builds` builds each lab master once per test run, whichever module or xdist worker
+asks first (tests/labs and the grading attack suite share the builds).
+
 `hf_offline` keeps Hugging Face from reaching the hub in a module (use it with
 ``pytestmark = pytest.mark.usefixtures("hf_offline")``); `browser_context` is the headless
 Chromium of the browser tests. Builders that tests call with arguments (a random GPT,
@@ -16,6 +19,7 @@ a local HTTP server) are in tests/helpers.py.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -68,6 +72,35 @@ def built_book(tmp_path_factory) -> BookBuild:
         result.stdout + result.stderr,
         seconds,
     )
+
+
+@pytest.fixture(scope="session")
+def lab_builds(tmp_path_factory):
+    """``build(master)``: tools/build_labs.py's build of a lab master, made once per
+    test run. Under pytest-xdist every worker's temporary folder sits in the run's
+    folder, so the builds go there, and a file lock per lab makes a second worker
+    that asks for a lab wait for the first one's build instead of repeating it. The
+    builds are read-only to the tests: copy a file before changing it."""
+    from filelock import FileLock
+
+    if str(ROOT / "tools") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tools"))
+    import build_labs
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "labs"
+    root.mkdir(exist_ok=True)
+
+    def build(master: Path) -> build_labs.LabBuild:
+        record = root / f"{master.stem}.pickle"
+        with FileLock(str(root / f"{master.stem}.lock")):
+            if record.exists():
+                return pickle.loads(record.read_bytes())
+            made = build_labs.build_lab(master, root / master.stem)
+            record.write_bytes(pickle.dumps(made))
+            return made
+
+    return build
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@
 (d) the student notebook alone, in a kernel whose working directory holds nothing
     else (as on Colab), makes grader.check work.
 
-Each lab is assigned once per test session (a module-scoped fixture, in tmp dirs, so
-pytest-xdist workers never share paths).
+Each lab is assigned once per test session (conftest's `lab_builds`, which the grading
+attack suite shares).
 """
 
 from __future__ import annotations
@@ -841,9 +841,9 @@ def answered(lab: Lab, replace: tuple[str, str] | None = None) -> nbformat.Noteb
 
 
 @pytest.fixture(scope="module", params=MASTERS, ids=lambda p: p.stem)
-def lab(request, tmp_path_factory) -> Lab:
+def lab(request, lab_builds) -> Lab:
     master = request.param
-    build = build_labs.build_lab(master, tmp_path_factory.mktemp(master.stem))
+    build = lab_builds(master)
     student = nbformat.reads(build.files[master.name].decode(), as_version=4)
     questions = grading_bundle.load_bundle(build.autograder_zip).questions
     return Lab(master, build, student, questions)
@@ -878,10 +878,13 @@ def test_labs_folder_is_up_to_date(lab):
     )
 
 
-def test_check_command_and_determinism_on_one_lab(tmp_path):
+FASTEST = next(m for m in MASTERS if m.stem.startswith("lab09"))
+
+
+def test_check_command_and_determinism_on_one_lab(tmp_path, lab_builds):
     """`build_labs.py --check` (what `make labs` users run) passes, and two builds of
     a lab are byte-identical: on the fastest lab, as the builder is shared."""
-    master = next(m for m in MASTERS if m.stem.startswith("lab09"))
+    master = FASTEST
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools/build_labs.py"), "--check", str(master)],
         capture_output=True,
@@ -891,10 +894,7 @@ def test_check_command_and_determinism_on_one_lab(tmp_path):
     assert result.returncode == 0, (
         f"labs/ is out of date, run `make labs`:\n{result.stdout}{result.stderr}"
     )
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first = build_labs.build_lab(master, tmp_path / "a")
-    assert build_labs.build_lab(master, tmp_path / "b").files == first.files
+    assert build_labs.build_lab(master, tmp_path).files == lab_builds(master).files
 
 
 def test_check_names_changed_and_stale_files(lab, tmp_path):
@@ -1046,7 +1046,13 @@ def test_corrupt_notebook_is_an_error_row_and_the_others_survive(graded):
     assert on_disk["solution"]["status"] == "ok"
 
 
-def test_timeout_keeps_the_questions_checked_before_it(lab, tmp_path):
+def test_timeout_keeps_the_questions_checked_before_it(tmp_path, lab_builds):
+    """The CPU-time limit is the grader's, the same for every lab: checked on the
+    fastest one."""
+    build = lab_builds(FASTEST)
+    student = nbformat.reads(build.files[FASTEST.name].decode(), as_version=4)
+    questions = grading_bundle.load_bundle(build.autograder_zip).questions
+    lab = Lab(FASTEST, build, student, questions)
     nb = answered(lab)
     nb.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
     subs = tmp_path / "subs"

@@ -50,8 +50,6 @@ from llmbook.grading import report, sandbox
 from llmbook.grading.grade import GradeOptions, grade_submissions
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "tools"))
-import build_labs  # noqa: E402
 
 LAB = "lab02_attention"
 MARKER = "llmbook-attack-daemon-7f3a"  # in the daemons' command lines
@@ -343,12 +341,12 @@ except OSError as exc:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, lab_builds):
     """Build Lab 2, write every submission, grade them all once; return what we saw."""
     require_sandbox()
     root = tmp_path_factory.mktemp("attacks")
     master = ROOT / "solutions" / f"{LAB}.ipynb"
-    built = build_labs.build_lab(master, root / "build")
+    built = lab_builds(master)
     student = nbformat.reads(built.files[master.name].decode(), as_version=4)
     make = Notebooks(student, solution_sources(master))
     zip_path = root / "autograder" / f"{LAB}.zip"
@@ -918,13 +916,13 @@ FREE_LABS = ["lab03_transformer_block", "lab04_training", "lab06_lora"]
 
 
 @pytest.fixture(scope="module", params=FREE_LABS)
-def forge_run(request, tmp_path_factory):
+def forge_run(request, tmp_path_factory, lab_builds):
     """Build one lab, grade its solution, its untouched notebook and the forger."""
     require_sandbox()
     lab = request.param
     root = tmp_path_factory.mktemp(f"forge-{lab}")
     master = ROOT / "solutions" / f"{lab}.ipynb"
-    built = build_labs.build_lab(master, root / "build")
+    built = lab_builds(master)
     student = nbformat.reads(built.files[master.name].decode(), as_version=4)
     make = Notebooks(student, solution_sources(master))
     subs = root / "submissions"
