@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer
 
 from llmbook.data import (
     NGRAM_BASELINE,
@@ -34,11 +33,10 @@ from llmbook.data import (
 from llmbook.model import (
     GPT,
     from_pretrained,
-    load_tokenizer,
     pretrained_metadata,
     save_pretrained,
 )
-from llmbook.model.pretrained import tokenizer_path
+from llmbook.model.pretrained import saved_tokenizer
 from llmbook.train import PRESETS, evaluate_perplexity, train, train_dtype
 from llmbook.train.command import training_parser
 from llmbook.utils import get_device, seed_everything
@@ -57,8 +55,7 @@ def evaluate(name_or_path: str | Path = "course-gpt") -> dict[str, Any]:
     model = from_pretrained(name_or_path)
     meta = pretrained_metadata(name_or_path)
     corpus = meta.get("results", {}).get("train_config", {}).get("corpus", "python")
-    load_tokenizer(name_or_path)  # checks it is the tokenizer the model was saved with
-    saved = Tokenizer.from_file(str(tokenizer_path(name_or_path)))
+    saved = saved_tokenizer(name_or_path)  # checked: the one the model was saved with
     course = course_tokenizer(model.config.vocab_size, corpus)
     if saved.to_str() != course.to_str():
         raise ValueError(

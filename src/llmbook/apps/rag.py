@@ -61,7 +61,7 @@ from llmbook.model.pretrained import (
     from_pretrained,
     load_tokenizer,
     save_pretrained,
-    tokenizer_path,
+    saved_tokenizer,
 )
 
 __all__ = [
@@ -241,10 +241,9 @@ def train_reader(
             "chrf": {k: round(v, 4) for k, v in ev.chrf.items()},
         }
     }
-    from tokenizers import Tokenizer
-
-    shipped = Tokenizer.from_file(str(tokenizer_path("course-gpt-sft")))
-    return save_pretrained(model.eval(), out_dir, meta, shipped)
+    return save_pretrained(
+        model.eval(), out_dir, meta, saved_tokenizer("course-gpt-sft")
+    )
 
 
 @torch.no_grad()

@@ -33,7 +33,7 @@ from llmbook.model.pretrained import (
     from_pretrained,
     load_tokenizer,
     save_pretrained,
-    tokenizer_path,
+    saved_tokenizer,
 )
 from llmbook.train.loop import evaluate_perplexity
 from llmbook.train.objectives import IGNORE_INDEX, causal_lm_loss
@@ -216,10 +216,7 @@ def train_sft(
             "val_perplexity_30_docs": evaluate_perplexity(model, docs, eos),
         }
     }
-    from tokenizers import Tokenizer
-
-    shipped = Tokenizer.from_file(str(tokenizer_path(base)))
-    return save_pretrained(model, out_dir, meta, shipped)
+    return save_pretrained(model, out_dir, meta, saved_tokenizer(base))
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

@@ -63,6 +63,8 @@ from llmbook.model.pretrained import (
     load_tokenizer,
     pretrained_metadata,
     save_pretrained,
+    saved_tokenizer,
+    tokenizer_path,
 )
 from llmbook.model.scoring import target_log_probs
 
@@ -106,6 +108,8 @@ __all__ = [
     "sinusoidal_positions",
     "from_pretrained",
     "load_tokenizer",
+    "saved_tokenizer",
+    "tokenizer_path",
     "pretrained_metadata",
     "save_pretrained",
     "MoEConfig",

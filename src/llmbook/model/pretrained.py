@@ -34,6 +34,7 @@ __all__ = [
     "save_pretrained",
     "from_pretrained",
     "load_tokenizer",
+    "saved_tokenizer",
     "tokenizer_path",
     "pretrained_metadata",
     "export_hf",
@@ -132,15 +133,8 @@ def tokenizer_path(name_or_path: str | Path = "course-gpt") -> Path:
     return _resolve(name_or_path) / "tokenizer.json"
 
 
-def load_tokenizer(name_or_path: str | Path = "course-gpt") -> PreTrainedTokenizerFast:
-    """The tokenizer saved with a model, as a ``transformers`` fast tokenizer
-    (``<|endoftext|>`` is BOS, EOS, UNK and padding; ``<|mask|>``, when the
-    vocabulary has it, the mask token).
-
-    Raises ``FileNotFoundError`` when the directory has no tokenizer, and
-    ``ValueError`` when ``tokenizer.json`` is not the one the model was saved with
-    (its SHA-256 or vocabulary size differs from what ``config.json`` recorded).
-    """
+def _checked_tokenizer_file(name_or_path: str | Path) -> Path:
+    """The model's ``tokenizer.json``, once its SHA-256 matches ``config.json``'s."""
     directory = _resolve(name_or_path)
     meta = json.loads((directory / "config.json").read_text())
     record = meta.get("tokenizer")
@@ -156,6 +150,26 @@ def load_tokenizer(name_or_path: str | Path = "course-gpt") -> PreTrainedTokeniz
             f"{path} is not the tokenizer this model was trained with (SHA-256 "
             f"{digest[:12]}..., config.json records {record['sha256'][:12]}...)"
         )
+    return path
+
+
+def saved_tokenizer(name_or_path: str | Path = "course-gpt") -> Tokenizer:
+    """The ``tokenizers.Tokenizer`` saved with a model (what :func:`save_pretrained`
+    takes), checked as :func:`load_tokenizer` checks it."""
+    return Tokenizer.from_file(str(_checked_tokenizer_file(name_or_path)))
+
+
+def load_tokenizer(name_or_path: str | Path = "course-gpt") -> PreTrainedTokenizerFast:
+    """The tokenizer saved with a model, as a ``transformers`` fast tokenizer
+    (``<|endoftext|>`` is BOS, EOS, UNK and padding; ``<|mask|>``, when the
+    vocabulary has it, the mask token).
+
+    Raises ``FileNotFoundError`` when the directory has no tokenizer, and
+    ``ValueError`` when ``tokenizer.json`` is not the one the model was saved with
+    (its SHA-256 or vocabulary size differs from what ``config.json`` recorded).
+    """
+    path = _checked_tokenizer_file(name_or_path)
+    meta = pretrained_metadata(name_or_path)
     has_mask = Tokenizer.from_file(str(path)).token_to_id(MASK_TOKEN) is not None
     special = {"mask_token": MASK_TOKEN} if has_mask else {}
     tokenizer = PreTrainedTokenizerFast(

@@ -288,22 +288,27 @@ def test_shipped_tokenizer_belongs_to_the_model(tmp_path):
     import shutil
 
     from llmbook.data import course_tokenizer
-    from llmbook.model import load_tokenizer
+    from llmbook.model import load_tokenizer, saved_tokenizer
 
     tokenizer = load_tokenizer("course-gpt")
     course = course_tokenizer()
     text = "Return the number of items in a container."
     assert tokenizer(text)["input_ids"] == course.encode(text).ids
+    assert saved_tokenizer("course-gpt").to_str() == course.to_str()
     assert len(tokenizer) == from_pretrained("course-gpt").config.vocab_size
     # a model directory whose tokenizer was swapped is an error, not garbage
     copy = tmp_path / "swapped"
     shutil.copytree(WEIGHTS_DIR / "course-gpt", copy)
     course_tokenizer(512).save(str(copy / "tokenizer.json"))
-    with pytest.raises(ValueError, match="not the tokenizer this model was trained"):
-        load_tokenizer(copy)
+    for load in (load_tokenizer, saved_tokenizer):
+        with pytest.raises(
+            ValueError, match="not the tokenizer this model was trained"
+        ):
+            load(copy)
     (copy / "tokenizer.json").unlink()
-    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
-        load_tokenizer(copy)
+    for load in (load_tokenizer, saved_tokenizer):
+        with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+            load(copy)
     with pytest.raises(ValueError, match="do not belong together"):
         save_pretrained(random_gpt(0, config=SIZES), tmp_path / "bad", tokenizer=course)
 
