@@ -4,7 +4,7 @@ and the loop Chapter 12's reader reuses.
 An example is a prompt and its answer; the loss is the causal LM loss on the answer
 tokens only (the prompt is context, not something to learn to write). :func:`lora_tune`
 puts LoRA adapters on a model, trains them on random batches of examples with a cosine
-schedule through :func:`~llmbook.train.train_step`, and merges them back, so the result
+schedule through :func:`~llmbook.train.run_steps`, and merges them back, so the result
 is a plain GPT. Command::
 
     python -m llmbook.finetune.sft --out DIR     tune course-gpt into course-gpt-sft
@@ -17,6 +17,7 @@ answers cut to 48 tokens.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import time
@@ -38,7 +39,7 @@ from llmbook.model.pretrained import (
 from llmbook.train.loop import evaluate_perplexity
 from llmbook.train.objectives import IGNORE_INDEX, causal_lm_loss
 from llmbook.train.schedule import cosine_schedule
-from llmbook.train.step import train_step
+from llmbook.train.step import run_steps
 
 __all__ = [
     "SFT_MODEL",
@@ -137,8 +138,6 @@ def lora_tune(
     each batch of ``batch_size`` distinct examples from ``random.Random(seed)``.
     Returns the merged model (in eval mode), the loss of every step and the seconds
     the steps took."""
-    from tqdm.auto import tqdm
-
     torch.manual_seed(config.seed)
     model = apply_lora(model, config.targets, config.r, config.alpha).train()
     optimizer = torch.optim.AdamW(
@@ -148,18 +147,20 @@ def lora_tune(
     )
     rng, examples = random.Random(config.seed), list(examples)
     length = min(config.max_tokens, model.config.context_length)
-    start, losses = time.perf_counter(), []
-    for step in tqdm(range(config.steps), desc=desc, disable=not progress):
-        batch = answer_batch(
-            rng.sample(examples, config.batch_size),
-            tokenizer.encode, tokenizer.eos_token_id, length,
-        )  # fmt: skip
-        lr = cosine_schedule(
+    batches = (
+        answer_batch(rng.sample(examples, config.batch_size), tokenizer.encode,
+                     tokenizer.eos_token_id, length)
+        for _ in itertools.count()
+    )  # fmt: skip
+    start = time.perf_counter()
+    losses = run_steps(
+        model, optimizer, batches, stop=config.steps,
+        lr=lambda step: cosine_schedule(
             step, max_lr=config.lr, warmup_steps=config.warmup_steps,
             total_steps=config.steps,
-        )  # fmt: skip
-        loss = train_step(model, optimizer, [batch], lr=lr, loss_fn=answer_loss)
-        losses.append(loss.item())
+        ),
+        loss_at=lambda step: answer_loss, progress=progress, desc=desc,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     return merge_and_unwrap(model).eval(), losses, seconds
 

@@ -6,7 +6,7 @@ Modules::
     optim       SGD, Adam, AdamW from scratch; clipping; weight-decay groups
     schedule    the learning-rate schedule: linear warm-up, then cosine
     config      TrainConfig (causal or masked objective), presets (tiny, cpu, draft, gpu, mlm)
-    step        the loss, the optimiser, the schedule and THE training step
+    step        the loss, the optimiser, THE training step and THE loop of steps (run_steps)
     loop        THE pretraining loop (GPT and masked LM), weight averaging, perplexity
     history     what a run records
     checkpoint  save and resume a run exactly
@@ -33,6 +33,7 @@ from llmbook.train.step import (
     lm_loss,
     lr_at,
     make_optimizer,
+    run_steps,
     train_dtype,
     train_step,
 )
@@ -58,4 +59,5 @@ __all__ = [
     "make_optimizer",
     "train_dtype",
     "train_step",
+    "run_steps",
 ]

@@ -2,10 +2,12 @@
 
 Chapter 5 writes this loop inline first and then imports this copy; later chapters,
 ``python -m llmbook.pretrain`` (the GPT) and ``python -m llmbook.pretrain_mlm`` (the
-masked LM, ``TrainConfig(objective="masked")``) use it. Each step is
-:func:`~llmbook.train.step.train_step`, the one the DDP runner and the benchmark also
-call; the objective only changes the loss it is given (:func:`objective_loss`), the
-window length and the validation score.
+masked LM, ``TrainConfig(objective="masked")``) use it. It steps through
+:func:`~llmbook.train.step.run_steps`, the loop of :func:`~llmbook.train.step.train_step`
+that instruction tuning and the translator use too, and adds what a pretraining run
+needs after each step: the weight average, the history, evaluation, checkpoints. The
+objective only changes the loss (:func:`objective_loss`), the window length and the
+validation score.
 
 Determinism: the batch order comes from its own seeded ``torch.Generator``, dropout
 from the seeded global RNG, so a run repeats bit for bit on the same machine with the
@@ -27,7 +29,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from llmbook.data.batching import CourseData, window_iterator
 from llmbook.model.bert import MaskedLM
@@ -43,8 +44,8 @@ from llmbook.train.step import (
     lm_loss,
     lr_at,
     make_optimizer,
+    run_steps,
     train_dtype,
-    train_step,
 )
 
 __all__ = ["History", "update_ema", "evaluate_perplexity", "objective_loss", "train"]
@@ -244,62 +245,58 @@ def train(
         start, history = load_checkpoint(checkpoint_path, model, optimizer, ema)
     stop = config.max_steps if steps is None else min(steps, config.max_steps)
     dtype = train_dtype(device, cpu_bf16)
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    forward = torch.compile(model) if config.compile else model
-    skip = start * config.grad_accum
     # window_iterator yields L + 1 tokens; an encoder needs no shifted targets
     window = config.model.context_length - (config.objective == "masked")
-    batches = window_iterator(
-        data.train_stream, window, config.batch_size, config.seed, skip
-    )
-    model.train()
-    bar = tqdm(range(start, stop), desc=config.objective, disable=not progress,
-               initial=start, total=stop)  # fmt: skip
-    t0 = time.perf_counter()
-    for step in bar:
-        lr = lr_at(step, config)
-        micro = [
-            next(batches).to(device, non_blocking=True)
-            for _ in range(config.grad_accum)
-        ]
-        loss = train_step(
-            forward,
-            optimizer,
-            micro,
-            lr=lr,
-            grad_clip=config.grad_clip,
-            scaler=scaler,
-            autocast=lambda: autocast_context(device, cpu_bf16),
-            loss_fn=with_aux(
-                objective_loss(config, step, data.eos_id), model, aux_loss
-            ),
-        )
-        loss_sum = loss.item()
+    windows = window_iterator(
+        data.train_stream, window, config.batch_size, config.seed,
+        start * config.grad_accum,
+    )  # fmt: skip
+    clock = [time.perf_counter()]
+
+    def after_step(step: int, loss: float) -> dict[str, str] | None:
         if on_step is not None:
             on_step(step, model)
         if ema is not None:
             update_ema(ema, model, config.ema_decay)
         history.step.append(step + 1)
-        history.loss.append(loss_sum)
-        history.lr.append(lr)
+        history.loss.append(loss)
+        history.lr.append(lr_at(step, config))
         history.tokens += config.tokens_per_step
-        bar.set_postfix(loss=f"{loss_sum:.3f}")
         done = step + 1
-        if done % config.eval_every == 0 or done == stop:
-            history.seconds += time.perf_counter() - t0
-            scored = model if ema is None else ema
-            ppl = validation_score(scored, data, config)
-            history.eval_step.append(done)
-            history.val_perplexity.append(ppl)
-            bar.set_postfix(loss=f"{loss_sum:.3f}", val_ppl=f"{ppl:.1f}")
-            if checkpoint_path is not None:
-                save_checkpoint(
-                    checkpoint_path, model, optimizer, done, config, history, ema
-                )
-            if callback is not None:
-                callback(done, history)
-            t0 = time.perf_counter()
-    bar.close()
+        if done % config.eval_every != 0 and done != stop:
+            return None
+        history.seconds += time.perf_counter() - clock[0]
+        ppl = validation_score(model if ema is None else ema, data, config)
+        history.eval_step.append(done)
+        history.val_perplexity.append(ppl)
+        if checkpoint_path is not None:
+            save_checkpoint(
+                checkpoint_path, model, optimizer, done, config, history, ema
+            )
+        if callback is not None:
+            callback(done, history)
+        clock[0] = time.perf_counter()
+        return {"val_ppl": f"{ppl:.1f}"}
+
+    run_steps(
+        model,
+        optimizer,
+        (batch.to(device, non_blocking=True) for batch in windows),
+        stop=stop,
+        lr=lambda step: lr_at(step, config),
+        loss_at=lambda step: with_aux(
+            objective_loss(config, step, data.eos_id), model, aux_loss
+        ),
+        start=start,
+        grad_accum=config.grad_accum,
+        grad_clip=config.grad_clip,
+        scaler=torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
+        autocast=lambda: autocast_context(device, cpu_bf16),
+        forward=torch.compile(model) if config.compile else None,
+        after_step=after_step,
+        progress=progress,
+        desc=config.objective,
+    )
     if ema is not None:
         model.load_state_dict(ema.state_dict())
     return history

@@ -1,9 +1,14 @@
-"""One training step, written once (Chapter 5).
+"""One training step and the loop of steps, each written once (Chapter 5).
 
-The pretraining loop (:func:`llmbook.train.loop.train`), data-parallel training
-(:mod:`llmbook.train.ddp`) and the throughput benchmark all call :func:`train_step`;
-only what they feed it differs. Also here: the loss, the optimiser with the one
-weight-decay rule the course uses, and the learning-rate schedule.
+Every training run of the course steps through :func:`run_steps`, which calls
+:func:`train_step`: the pretraining loop (:func:`llmbook.train.loop.train`: the GPT,
+the masked LM, Chapter 10's MoE study), LoRA instruction tuning
+(:func:`llmbook.finetune.sft.lora_tune`: ``course-gpt-sft`` and Chapter 12's reader)
+and the translator (:func:`llmbook.translate.train_mt`). Data-parallel training
+(:mod:`llmbook.train.ddp`) and the throughput benchmark call :func:`train_step`
+directly. Only what they feed it differs: batches, loss, learning rate, and what
+happens after a step. Also here: the loss, the optimiser with the one weight-decay
+rule the course uses, and the learning-rate schedule.
 """
 
 from __future__ import annotations
@@ -11,13 +16,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import platform
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from llmbook.train.config import TrainConfig
 from llmbook.train.optim import param_groups_for_weight_decay
@@ -32,6 +38,7 @@ __all__ = [
     "train_dtype",
     "autocast_context",
     "train_step",
+    "run_steps",
 ]
 
 
@@ -172,3 +179,54 @@ def train_step(
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total
+
+
+def run_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[Any],
+    *,
+    stop: int,
+    lr: Callable[[int], float],
+    loss_at: Callable[[int], Callable[[nn.Module, Any], Tensor]] = lambda step: lm_loss,
+    start: int = 0,
+    grad_accum: int = 1,
+    grad_clip: float | None = 1.0,
+    scaler: torch.amp.GradScaler | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    forward: nn.Module | None = None,
+    after_step: Callable[[int, float], dict[str, str] | None] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[float]:
+    """Optimiser steps ``start`` to ``stop - 1`` (0-based), each a :func:`train_step`.
+
+    Step ``step`` takes the next ``grad_accum`` micro-batches from ``batches``, the
+    loss ``loss_at(step)`` and the learning rate ``lr(step)``; ``grad_clip``,
+    ``scaler`` and ``autocast`` go to :func:`train_step` as they are, and the forward
+    pass runs through ``forward`` (a compiled model, say) when given, else ``model``.
+    After the step, ``after_step(step, loss)`` does what a run adds (weight
+    averaging, evaluation, checkpoints, logging); what it returns is shown beside
+    the loss on the ``tqdm`` bar. Returns the loss of every step, as floats.
+    """
+    model.train()
+    losses = []
+    bar = tqdm(range(start, stop), desc=desc, disable=not progress,
+               initial=start, total=stop)  # fmt: skip
+    for step in bar:
+        micro = [next(batches) for _ in range(grad_accum)]
+        loss = train_step(
+            model if forward is None else forward,
+            optimizer,
+            micro,
+            lr=lr(step),
+            grad_clip=grad_clip,
+            scaler=scaler,
+            autocast=autocast,
+            loss_fn=loss_at(step),
+        ).item()
+        losses.append(loss)
+        shown = after_step(step, loss) if after_step is not None else None
+        bar.set_postfix(loss=f"{loss:.3f}", **(shown or {}))
+    bar.close()
+    return losses

@@ -17,7 +17,7 @@ from llmbook.data.parallel import CharVocab, load_parallel
 from llmbook.model.pretrained import WEIGHTS_DIR
 from llmbook.train.optim import param_groups_for_weight_decay
 from llmbook.train.schedule import cosine_schedule
-from llmbook.train.step import cpu_has_bf16, train_step
+from llmbook.train.step import cpu_has_bf16, run_steps
 from llmbook.translate.model import (
     MTConfig,
     SourceTokenizer,
@@ -89,47 +89,58 @@ def train_mt(config: MTConfig, log_path: str | Path | None = None,
     history: dict[str, list] = {"step": [], "train_loss": [], "seconds": [],
                                 "val_step": [], "val_loss": []}  # fmt: skip
     lengths = [len(s) + len(t) for s, t in zip(src_ids, tgt_ids, strict=True)]
-    start, running, batches = time.time(), [], []
+    start, running = time.time(), []
     log = open(log_path, "a") if log_path else None  # noqa: SIM115
+
+    def batches():
+        pending = []
+        while True:
+            if not pending:
+                pending = length_batches(lengths, config.batch_size, rng)
+            idx = pending.pop()
+            yield (pad_rows([src_ids[i] for i in idx], src_tok.eos_id),
+                   torch.tensor([len(src_ids[i]) for i in idx]),
+                   pad_rows([tgt_ids[i] for i in idx], vocab.pad_id))  # fmt: skip
 
     def loss_fn(model, batch):
         return mt_loss(model, *batch, vocab.pad_id, config.label_smoothing)
 
-    model.train()
-    for step in range(1, config.max_steps + 1):
-        if not batches:
-            batches = length_batches(lengths, config.batch_size, rng)
-        idx = batches.pop()
-        src = pad_rows([src_ids[i] for i in idx], src_tok.eos_id)
-        tgt = pad_rows([tgt_ids[i] for i in idx], vocab.pad_id)
-        lens = torch.tensor([len(src_ids[i]) for i in idx])
-        lr = cosine_schedule(step - 1, max_lr=config.lr, min_lr=config.lr / 20,
-                             warmup_steps=min(config.warmup_steps, config.max_steps),
-                             total_steps=config.max_steps)  # fmt: skip
-        loss = train_step(model, opt, [(src, lens, tgt)], lr=lr, grad_clip=1.0,
-                          autocast=lambda: _autocast(bf16), loss_fn=loss_fn)  # fmt: skip
-        running.append(loss.item())
-        if step % log_every == 0 or step == config.max_steps:
-            row = {"step": step, "train_loss": round(sum(running) / len(running), 4),
-                   "seconds": round(time.time() - start, 1)}  # fmt: skip
-            running = []
-            if step % val_every == 0 or step == config.max_steps:
-                model.eval()
-                with torch.no_grad(), _autocast(bf16):
-                    vl = [float(mt_loss(model, *b, vocab.pad_id)) for b in val_batches]
-                model.train()
-                row["val_loss"] = round(sum(vl) / len(vl), 4)
-                history["val_step"].append(step)
-                history["val_loss"].append(row["val_loss"])
-                if checkpoint:
-                    save_mt(model, src_tok, vocab, config, checkpoint,
-                            {"history": history, "checkpoint_step": step})  # fmt: skip
-            for k in ("step", "train_loss", "seconds"):
-                history[k].append(row[k])
-            print(json.dumps(row), flush=True)
-            if log:
-                log.write(json.dumps(row) + "\n")
-                log.flush()
+    def after_step(step: int, loss: float) -> None:
+        step += 1  # counted from 1 in the log
+        running.append(loss)
+        if step % log_every != 0 and step != config.max_steps:
+            return
+        row = {"step": step, "train_loss": round(sum(running) / len(running), 4),
+               "seconds": round(time.time() - start, 1)}  # fmt: skip
+        running.clear()
+        if step % val_every == 0 or step == config.max_steps:
+            model.eval()
+            with torch.no_grad(), _autocast(bf16):
+                vl = [float(mt_loss(model, *b, vocab.pad_id)) for b in val_batches]
+            model.train()
+            row["val_loss"] = round(sum(vl) / len(vl), 4)
+            history["val_step"].append(step)
+            history["val_loss"].append(row["val_loss"])
+            if checkpoint:
+                save_mt(model, src_tok, vocab, config, checkpoint,
+                        {"history": history, "checkpoint_step": step})  # fmt: skip
+        for k in ("step", "train_loss", "seconds"):
+            history[k].append(row[k])
+        print(json.dumps(row), flush=True)
+        if log:
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+
+    run_steps(
+        model, opt, batches(), stop=config.max_steps,
+        lr=lambda step: cosine_schedule(
+            step, max_lr=config.lr, min_lr=config.lr / 20,
+            warmup_steps=min(config.warmup_steps, config.max_steps),
+            total_steps=config.max_steps,
+        ),
+        loss_at=lambda step: loss_fn, grad_clip=1.0,
+        autocast=lambda: _autocast(bf16), after_step=after_step, progress=False,
+    )  # fmt: skip
     if log:
         log.close()
     return model.eval(), src_tok, vocab, history
