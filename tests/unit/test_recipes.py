@@ -59,3 +59,19 @@ def test_commands_match_what_the_artifacts_record():
     assert "--train-reader" in recipes.RECIPES["course-gpt-rag"].argv
     index = json.loads((WEIGHTS_DIR / "docs-index" / "config.json").read_text())
     assert index["made_by"].startswith("python -m llmbook.apps.rag")
+
+
+def test_every_recipe_command_starts_cleanly():
+    """Each recipe's module runs as ``python -m`` without Python's warning that the
+    package had imported it already (it would be loaded twice), here with --help."""
+    import subprocess
+    import sys
+
+    modules = sorted({recipe.module for recipe in recipes.RECIPES.values()})
+    for module in modules:
+        result = subprocess.run(
+            [sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, (module, result.stderr[-2000:])
+        assert "usage" in result.stdout.lower(), (module, result.stdout[:500])

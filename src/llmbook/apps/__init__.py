@@ -56,22 +56,6 @@ from llmbook.apps.codemeasures import (
     rule_next_tokens,
     score_item,
 )
-from llmbook.apps.rag import (
-    MAX_NEW,
-    PROMPT_TOKENS,
-    READER,
-    SYSTEMS,
-    RagEvaluation,
-    ReaderConfig,
-    answer,
-    evaluate,
-    evaluate_reader,
-    held_out_questions,
-    question,
-    reader_examples,
-    relevant_key,
-    train_reader,
-)
 from llmbook.apps.retrieval import (
     INDEX_DIR,
     api_docs,
@@ -89,6 +73,35 @@ from llmbook.apps.retrieval import (
     topic_docs,
 )
 from llmbook.apps.sandbox import ExecResult, isolation_available, run_python
+
+# `rag` is also a command (python -m llmbook.apps.rag): imported here, it would be
+# loaded before runpy runs it as __main__, twice in all (Python warns). Its names load on
+# first use instead.
+_FROM_RAG = (
+    "MAX_NEW",
+    "PROMPT_TOKENS",
+    "READER",
+    "SYSTEMS",
+    "RagEvaluation",
+    "ReaderConfig",
+    "answer",
+    "evaluate",
+    "evaluate_reader",
+    "held_out_questions",
+    "question",
+    "reader_examples",
+    "relevant_key",
+    "train_reader",
+)
+
+
+def __getattr__(name: str):
+    if name in _FROM_RAG:
+        from llmbook.apps import rag
+
+        return getattr(rag, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_NEW",

@@ -27,13 +27,26 @@ from llmbook.finetune.lora import (
 )
 from llmbook.finetune.prefix_tuning import PrefixTuning, unflatten_prefix
 from llmbook.finetune.prompt_tuning import PromptTuning
-from llmbook.finetune.sft import (
-    SFTConfig,
-    answer_batch,
-    answer_loss,
-    lora_tune,
-    train_sft,
+
+# `sft` is also a command (python -m llmbook.finetune.sft): imported here, it would be
+# loaded before runpy runs it as __main__, twice in all (Python warns). Its names load on
+# first use instead.
+_FROM_SFT = (
+    "SFTConfig",
+    "answer_batch",
+    "answer_loss",
+    "lora_tune",
+    "train_sft",
 )
+
+
+def __getattr__(name: str):
+    if name in _FROM_SFT:
+        from llmbook.finetune import sft
+
+        return getattr(sft, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LoRALinear",
