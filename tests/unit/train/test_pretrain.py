@@ -33,6 +33,7 @@ from llmbook.train import (
     lm_loss,
     lr_at,
     make_optimizer,
+    run_steps,
     train,
     train_step,
     update_ema,
@@ -387,6 +388,38 @@ def test_command_line_trains_and_saves(tmp_path, capsys):
         results["val_perplexity"], rel=1e-6
     )
     assert "validation perplexity" in capsys.readouterr().out
+
+
+def test_run_steps_is_a_loop_of_train_step():
+    """run_steps from step 2 to 7 with two micro-batches per step and a loss that
+    changes with the step equals train_step called by hand; after_step sees every
+    step with its loss; the learning rate is lr(step)."""
+    torch.manual_seed(0)
+    config = tiny_config(model={"dropout": 0.0})
+    ours = GPT(config.model)
+    theirs = copy.deepcopy(ours)
+    gen = torch.Generator().manual_seed(3)
+    batches = [torch.randint(0, 2048, (4, 33), generator=gen) for _ in range(12)]
+
+    def lr(step):
+        return 1e-3 * (step + 1)
+
+    def loss_at(step):
+        return lambda model, batch: lm_loss(model, batch) * (1 + step)
+
+    seen = []
+    optimizer = make_optimizer(ours, config)
+    losses = run_steps(ours, optimizer, iter(batches), start=2, stop=8, lr=lr,
+                       loss_at=loss_at, grad_accum=2, progress=False,
+                       after_step=lambda step, loss: seen.append((step, loss)))  # fmt: skip
+    by_hand, theirs_opt = [], make_optimizer(theirs, config)
+    for i, step in enumerate(range(2, 8)):
+        loss = train_step(theirs, theirs_opt, batches[2 * i : 2 * i + 2], lr=lr(step),
+                          loss_fn=loss_at(step))  # fmt: skip
+        by_hand.append(loss.item())
+    assert losses == by_hand and seen == list(zip(range(2, 8), by_hand, strict=True))
+    assert state_equal(ours, theirs) and optimizer.param_groups[0]["lr"] == lr(7)
+    assert ours.training
 
 
 def test_aux_loss_and_on_step_hooks_equal_a_hand_written_loop():
