@@ -63,8 +63,7 @@ sandbox:
 # notebook's PyTorch start a thread per core as well oversubscribes them, and runs
 # that take seconds then take minutes.
 test: lint browser sandbox
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadscope --no-loadscope-reorder \
-		-m "not book" \
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadscope -m "not book" \
 		tests solutions --nbval-lax --nbval-current-env --nbval-cell-timeout 600 \
 		--nbval-sanitize-with tests/sanitize.cfg
 	$(BIN)/python -m pytest -m book tests

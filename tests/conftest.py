@@ -178,42 +178,26 @@ def browser_context(tmp_path_factory):
         ctx.close()
 
 
-# `make test` runs `pytest -n 2 --dist loadscope --no-loadscope-reorder`: every test
-# module (or test class) goes to one worker as a unit, so module-scoped fixtures, such
-# as a lab graded once, are built by one worker only. tests/chapters/test_notebooks_execute.py
-# has one class per chapter, so the chapters spread over both workers, and nbval's
-# cells of one lab master (solutions/*.ipynb) stay together in one kernel. (pytest 9
-# ignores the node-id suffix with which `--dist loadgroup` groups tests: every test
-# became its own unit.) The units start in the order collected here, longest first,
-# so that the run does not end with one worker busy and the other idle: the lab
-# self-tests (about ten minutes of work in one module), Chapter 5, a short unit (each
-# worker is handed two units at the start, and the second waits for the first), the
-# grading attack suite, the other chapters slowest first, the longer test modules,
-# the lab masters, then the rest. Without --no-loadscope-reorder xdist would reorder
-# the units by their count of tests, and the one-test chapters would run last.
-SLOW_NOTEBOOKS = ("05_pretraining", "07_finetuning", "12_applications", "01_introduction",
-                  "06_decoding", "04_transformer", "08_evaluation", "09_translation",
-                  "13_responsible_ai", "02_data")  # fmt: skip
-EARLY_MODULES = ("test_labs", "test_notebooks_execute", "test_lab_originality",
-                 "test_grading_attacks")  # fmt: skip
-LONG_MODULES = ("test_lab_run_all", "test_exercise_solutions", "test_portability",
-                "test_pretrain", "test_course_models", "test_ddp", "test_translation")  # fmt: skip
+# `make test` runs `pytest -n 2 --dist loadscope`: every test module (or test class)
+# goes to one worker as a unit, so module-scoped fixtures, such as a lab graded once,
+# are built by one worker only. tests/chapters/test_notebooks_execute.py has one class per
+# chapter, so the chapters execute on both workers at once, and nbval's cells of one
+# lab master (solutions/*.ipynb) stay together in one kernel. (pytest 9 ignores the
+# node-id suffix with which `--dist loadgroup` groups tests: every test became its own
+# unit.) Chapter runs are collected first, slowest first, so the longest one starts at
+# once and the short tests fill the gaps; lab masters come next.
+SLOW_NOTEBOOKS = ("05_pretraining", "01_introduction", "08_evaluation", "04_transformer", "07_finetuning",
+                  "06_decoding", "02_data")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
     def rank(item):
         if item.__class__.__name__ == "IPyNbCell":  # nbval: a cell of a lab master
-            return (5, 0)
-        module = item.module.__name__
-        if module == "test_notebooks_execute":
-            name = item.cls.__name__ if item.cls is not None else ""
-            slow = [i for i, n in enumerate(SLOW_NOTEBOOKS) if n in name]
-            order = slow[0] if slow else len(SLOW_NOTEBOOKS)
-            return (1, 0) if order == 0 else (3, order)
-        if module in EARLY_MODULES:
-            return (2, EARLY_MODULES.index(module)) if module != "test_labs" else (0, 0)
-        if module in LONG_MODULES:
-            return (4, LONG_MODULES.index(module))
-        return (6, 0)
+            return (1, 0)
+        if item.module.__name__ != "test_notebooks_execute":
+            return (2, 0)
+        name = item.cls.__name__ if item.cls is not None else ""
+        slow = [i for i, n in enumerate(SLOW_NOTEBOOKS) if n in name]
+        return (0, slow[0] if slow else len(SLOW_NOTEBOOKS))
 
     items.sort(key=rank)  # stable: the order within each group is kept
