@@ -14,6 +14,7 @@ best available device, and prints one line saying what it found.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import platform
@@ -27,6 +28,7 @@ import torch
 from llmbook import __version__
 
 __all__ = [
+    "lazy_names",
     "in_colab",
     "seed_everything",
     "get_device",
@@ -221,3 +223,20 @@ def setup(seed: int = 0, quiet: bool = False) -> torch.device:
             f"transformers {info['transformers']} | device {where} | seed {seed}"
         )
     return device
+
+
+def lazy_names(package: str, module: str, names: tuple[str, ...]):
+    """A ``__getattr__`` for ``package``'s ``__init__``: the attributes ``names`` come
+    from ``package.module``, imported on first use.
+
+    For a sub-module that is also a command (``python -m package.module``): imported
+    by the package's ``__init__``, it would be loaded before runpy runs it as
+    ``__main__``, so twice in all, and Python warns.
+    """
+
+    def __getattr__(name: str):
+        if name in names:
+            return getattr(importlib.import_module(f"{package}.{module}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

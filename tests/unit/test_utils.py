@@ -194,3 +194,24 @@ def test_setup_leaves_the_network_alone_on_colab(restore_hf, monkeypatch):
     monkeypatch.setattr("llmbook.utils.in_colab", lambda: True)
     setup(seed=0, quiet=True)
     assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_lazy_names_import_the_module_on_first_use():
+    """In a fresh interpreter (this one has loaded everything already)."""
+    import subprocess
+
+    code = """if True:
+        import sys
+        import llmbook.apps
+        assert "llmbook.apps.rag" not in sys.modules, "imported with the package"
+        from llmbook.apps import ReaderConfig
+        assert ReaderConfig is sys.modules["llmbook.apps.rag"].ReaderConfig
+        try:
+            llmbook.apps.no_such_name
+        except AttributeError as error:
+            print(error)
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == "module 'llmbook.apps' has no attribute 'no_such_name'\n"

@@ -73,10 +73,10 @@ from llmbook.apps.retrieval import (
     topic_docs,
 )
 from llmbook.apps.sandbox import ExecResult, isolation_available, run_python
+from llmbook.utils import lazy_names
 
-# `rag` is also a command (python -m llmbook.apps.rag): imported here, it would be
-# loaded before runpy runs it as __main__, twice in all (Python warns). Its names load on
-# first use instead.
+# `rag` is also a command (python -m llmbook.apps.rag): its names load on first
+# use (see llmbook.utils.lazy_names)
 _FROM_RAG = (
     "MAX_NEW",
     "PROMPT_TOKENS",
@@ -93,31 +93,11 @@ _FROM_RAG = (
     "relevant_key",
     "train_reader",
 )
-
-
-def __getattr__(name: str):
-    if name in _FROM_RAG:
-        from llmbook.apps import rag
-
-        return getattr(rag, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, "rag", _FROM_RAG)
 
 
 __all__ = [
-    "MAX_NEW",
-    "PROMPT_TOKENS",
-    "READER",
-    "SYSTEMS",
-    "RagEvaluation",
-    "ReaderConfig",
-    "answer",
-    "evaluate",
-    "evaluate_reader",
-    "held_out_questions",
-    "question",
-    "reader_examples",
-    "relevant_key",
-    "train_reader",
+    *_FROM_RAG,
     "CHATML",
     "COURSE_TEMPLATE",
     "ROLES",

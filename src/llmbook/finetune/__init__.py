@@ -27,10 +27,10 @@ from llmbook.finetune.lora import (
 )
 from llmbook.finetune.prefix_tuning import PrefixTuning, unflatten_prefix
 from llmbook.finetune.prompt_tuning import PromptTuning
+from llmbook.utils import lazy_names
 
-# `sft` is also a command (python -m llmbook.finetune.sft): imported here, it would be
-# loaded before runpy runs it as __main__, twice in all (Python warns). Its names load on
-# first use instead.
+# `sft` is also a command (python -m llmbook.finetune.sft): its names load on first
+# use (see llmbook.utils.lazy_names)
 _FROM_SFT = (
     "SFTConfig",
     "answer_batch",
@@ -38,37 +38,26 @@ _FROM_SFT = (
     "lora_tune",
     "train_sft",
 )
-
-
-def __getattr__(name: str):
-    if name in _FROM_SFT:
-        from llmbook.finetune import sft
-
-        return getattr(sft, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, "sft", _FROM_SFT)
 
 
 __all__ = [
+    *_FROM_SFT,
     "LoRALinear",
     "PrefixTuning",
     "PromptTuning",
     "SequenceClassifier",
     "SequenceRegressor",
-    "SFTConfig",
-    "answer_batch",
-    "answer_loss",
     "apply_lora",
     "count_trainable",
     "dpo_loss",
     "lora_layers",
-    "lora_tune",
     "lora_state_dict",
     "merge_lora",
     "merge_and_unwrap",
     "pool",
     "preference_margin",
     "sequence_log_prob",
-    "train_sft",
     "unflatten_prefix",
     "unmerge_lora",
 ]
