@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import copy
 import csv
+import functools
 import subprocess
 import sys
 import zipfile
@@ -825,11 +826,11 @@ def answer_cells(nb: nbformat.NotebookNode) -> list:
     return [c for c in nb.cells if build_labs.ANSWER_TAG in c.metadata.get("tags", [])]
 
 
-def spans_of(lab: Lab, old: str) -> list[tuple[int, int, int]]:
+def spans_of(master: Path, old: str) -> list[tuple[int, int, int]]:
     """(answer cell, start, end) of every occurrence of `old` in the master's answers;
     all of them in one cell (a replacement changes one answer)."""
     found = []
-    for i, source in enumerate(solution_sources(lab.master)):
+    for i, source in enumerate(solution_sources(master)):
         start = source.find(old)
         while start >= 0:
             found.append((i, start, start + len(old)))
@@ -849,7 +850,7 @@ def answered(lab: Lab, *replacements: tuple[str, str]) -> nbformat.NotebookNode:
     sources = solution_sources(lab.master)
     assert len(answers) == len(sources), "answer cells and solution cells differ"
     edits = sorted(
-        (span, new) for old, new in replacements for span in spans_of(lab, old)
+        (span, new) for old, new in replacements for span in spans_of(lab.master, old)
     )
     for a, b in zip(edits, edits[1:]):
         assert a[0][0] != b[0][0] or a[0][2] <= b[0][1], "replacements overlap"
@@ -860,15 +861,16 @@ def answered(lab: Lab, *replacements: tuple[str, str]) -> nbformat.NotebookNode:
     return nb
 
 
-def variant_groups(lab: Lab) -> dict[str, int]:
-    """Which submission each handout variant of `lab` is graded in: a variant joins
-    the first group whose replacements it does not overlap, so that the variants,
-    each a correct answer, share a few submissions (one notebook run each) instead
-    of one each."""
+@functools.cache
+def variant_groups(master: Path) -> dict[str, int]:
+    """Which submission each handout variant of the lab `master` is graded in: a
+    variant joins the first group whose replacements it does not overlap, so that
+    the variants, each a correct answer, share a few submissions (one notebook run
+    each) instead of one each."""
     groups: list[list[tuple[int, int, int]]] = []
     where = {}
-    for name, (old, _) in VARIANTS.get(lab.name, {}).items():
-        spans = spans_of(lab, old)
+    for name, (old, _) in VARIANTS.get(master.stem, {}).items():
+        spans = spans_of(master, old)
         for k, taken in enumerate(groups):
             if not any(i == j and s < f and t < e for i, s, e in spans
                        for j, t, f in taken):  # fmt: skip
@@ -881,13 +883,15 @@ def variant_groups(lab: Lab) -> dict[str, int]:
     return where
 
 
-@pytest.fixture(scope="module", params=MASTERS, ids=lambda p: p.stem)
-def lab(request, lab_builds) -> Lab:
-    master = request.param
-    build = lab_builds(master)
+def built_lab(master: Path, build: build_labs.LabBuild) -> Lab:
     student = nbformat.reads(build.files[master.name].decode(), as_version=4)
     questions = grading_bundle.load_bundle(build.autograder_zip).questions
     return Lab(master, build, student, questions)
+
+
+@pytest.fixture(scope="module", params=MASTERS, ids=lambda p: p.stem)
+def lab(request, lab_builds) -> Lab:
+    return built_lab(request.param, lab_builds(request.param))
 
 
 @pytest.fixture(scope="module")
@@ -899,7 +903,7 @@ def graded(lab, tmp_path_factory) -> tuple[dict[str, dict], Path]:
     nbformat.write(lab.student, subs / "untouched.ipynb")
     for name, (_, old, new) in PLANTED.get(lab.name, {}).items():
         nbformat.write(answered(lab, (old, new)), subs / f"planted_{name}.ipynb")
-    groups = variant_groups(lab)
+    groups = variant_groups(lab.master)
     for k in sorted(set(groups.values())):
         together = [VARIANTS[lab.name][n] for n, g in groups.items() if g == k]
         nbformat.write(answered(lab, *together), subs / f"variants_{k}.ipynb")
@@ -1077,9 +1081,9 @@ def test_handout_variant_gets_full_marks(lab, graded, variant):
     the group."""
     if variant not in VARIANTS.get(lab.name, {}):
         pytest.skip(f"{variant} is a variant of another lab")
-    group = variant_groups(lab)[variant]
-    row = graded[0][f"variants_{group}"]
-    with_it = sorted(n for n, g in variant_groups(lab).items() if g == group)
+    groups = variant_groups(lab.master)
+    row = graded[0][f"variants_{groups[variant]}"]
+    with_it = sorted(n for n, g in groups.items() if g == groups[variant])
     assert row["status"] == "ok", (with_it, row["error"])
     assert row["total"] == row["possible"] == sum(lab.questions.values()), (
         with_it,
@@ -1100,10 +1104,7 @@ def test_corrupt_notebook_is_an_error_row_and_the_others_survive(graded):
 def test_timeout_keeps_the_questions_checked_before_it(tmp_path, lab_builds):
     """The CPU-time limit is the grader's, the same for every lab: checked on the
     fastest one."""
-    build = lab_builds(FASTEST)
-    student = nbformat.reads(build.files[FASTEST.name].decode(), as_version=4)
-    questions = grading_bundle.load_bundle(build.autograder_zip).questions
-    lab = Lab(FASTEST, build, student, questions)
+    lab = built_lab(FASTEST, lab_builds(FASTEST))
     nb = answered(lab)
     nb.cells.append(nbformat.v4.new_code_cell("while True:\n    pass"))
     subs = tmp_path / "subs"
@@ -1194,9 +1195,7 @@ print("all public tests passed")"""
 def test_student_notebook_alone_checks_answers_as_on_colab(lab, tmp_path):
     """The solution, then each handout variant in turn, passes every grader.check."""
     nb = answered(lab)
-    answers = [
-        c for c in nb.cells if build_labs.ANSWER_TAG in c.metadata.get("tags", [])
-    ]
+    answers = answer_cells(nb)
     checks_after_variants = []
     for name, (old, new) in VARIANTS.get(lab.name, {}).items():
         [cell] = [c for c in answers if old in c.source]

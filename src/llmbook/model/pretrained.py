@@ -133,8 +133,9 @@ def tokenizer_path(name_or_path: str | Path = "course-gpt") -> Path:
     return _resolve(name_or_path) / "tokenizer.json"
 
 
-def _checked_tokenizer_file(name_or_path: str | Path) -> Path:
-    """The model's ``tokenizer.json``, once its SHA-256 matches ``config.json``'s."""
+def _checked_tokenizer_file(name_or_path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The model's ``tokenizer.json``, once its SHA-256 matches ``config.json``'s, and
+    that ``config.json``."""
     directory = _resolve(name_or_path)
     meta = json.loads((directory / "config.json").read_text())
     record = meta.get("tokenizer")
@@ -150,13 +151,13 @@ def _checked_tokenizer_file(name_or_path: str | Path) -> Path:
             f"{path} is not the tokenizer this model was trained with (SHA-256 "
             f"{digest[:12]}..., config.json records {record['sha256'][:12]}...)"
         )
-    return path
+    return path, meta
 
 
 def saved_tokenizer(name_or_path: str | Path = "course-gpt") -> Tokenizer:
     """The ``tokenizers.Tokenizer`` saved with a model (what :func:`save_pretrained`
     takes), checked as :func:`load_tokenizer` checks it."""
-    return Tokenizer.from_file(str(_checked_tokenizer_file(name_or_path)))
+    return Tokenizer.from_file(str(_checked_tokenizer_file(name_or_path)[0]))
 
 
 def load_tokenizer(name_or_path: str | Path = "course-gpt") -> PreTrainedTokenizerFast:
@@ -168,8 +169,7 @@ def load_tokenizer(name_or_path: str | Path = "course-gpt") -> PreTrainedTokeniz
     ``ValueError`` when ``tokenizer.json`` is not the one the model was saved with
     (its SHA-256 or vocabulary size differs from what ``config.json`` recorded).
     """
-    path = _checked_tokenizer_file(name_or_path)
-    meta = pretrained_metadata(name_or_path)
+    path, meta = _checked_tokenizer_file(name_or_path)
     has_mask = Tokenizer.from_file(str(path)).token_to_id(MASK_TOKEN) is not None
     special = {"mask_token": MASK_TOKEN} if has_mask else {}
     tokenizer = PreTrainedTokenizerFast(
